@@ -1,0 +1,95 @@
+//! The `omega` command line.
+//!
+//! Every verb prints text for people by default and one JSON document on
+//! stdout with `--json`. Exit codes, the same for every verb:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (for `validate` and `token verify`: everything was valid) |
+//! | 1 | invalid input or a failed operation: a bad manifest, token or key, a file that cannot be read |
+//! | 2 | usage error: unknown verb or flag, missing argument (clap's own code) |
+//!
+//! Errors are written for people: what went wrong, where (file:line:col,
+//! token field, path), and how to fix it.
+
+mod id;
+mod manifest;
+mod output;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use output::CliError;
+use output::Output;
+
+/// Omega: a leaderless peer-to-peer mesh runtime.
+#[derive(Debug, Parser)]
+#[command(name = "omega", version, about, long_about = None)]
+pub struct Cli {
+    /// Print one machine-readable JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The key file of the identity to act as.
+    /// [default: $OMEGA_HOME/identity.key, OMEGA_HOME defaults to ~/.omega]
+    #[arg(long, global = true, env = "OMEGA_KEY", value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs of `omega`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or show this user's identity (an Ed25519 key and its did:key).
+    #[command(subcommand)]
+    Id(id::IdCommand),
+    /// Validate ZGraph manifests and print each one's plan hash.
+    Validate(manifest::ValidateArgs),
+    /// Render a manifest's graph as a text tree, Graphviz DOT or Mermaid.
+    Graph(manifest::GraphArgs),
+    /// Convert a manifest to TOML, JSON or YAML.
+    Fmt(manifest::FmtArgs),
+    /// Issue, delegate, invoke, inspect and verify capability tokens (ACTs).
+    #[command(subcommand)]
+    Token(Box<token::TokenCommand>),
+}
+
+/// Parse the process arguments, run the verb, print, and return the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let out = Output::new(cli.json);
+    match run(&cli, &out) {
+        Ok(code) => code,
+        Err(err) => {
+            out.error(&err);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Run one parsed command line. Returns the exit code on success paths that
+/// still report a failure (e.g. `validate` with an invalid file).
+pub fn run(cli: &Cli, out: &Output) -> Result<ExitCode, CliError> {
+    let key_path = cli
+        .key
+        .clone()
+        .unwrap_or_else(crate::keystore::default_key_path);
+    match &cli.command {
+        Command::Id(cmd) => id::run(cmd, &key_path, out),
+        Command::Validate(args) => manifest::validate(args, out),
+        Command::Graph(args) => manifest::graph(args, out),
+        Command::Fmt(args) => manifest::fmt(args, out),
+        Command::Token(cmd) => token::run(cmd, &key_path, out),
+    }
+}

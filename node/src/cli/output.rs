@@ -1,0 +1,111 @@
+//! Printing for people and for machines, and the CLI's error type.
+
+use std::fmt::Display;
+
+use serde_json::{Value, json};
+
+/// Where a verb's results go: text for people, or one JSON document.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    json: bool,
+}
+
+impl Output {
+    /// `json`: print JSON documents instead of text.
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    /// Whether `--json` was given.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// Print a result: `human` as text, or `machine` as pretty JSON.
+    pub fn print(&self, human: impl Display, machine: Value) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&machine).unwrap_or_default()
+            );
+        } else {
+            println!("{human}");
+        }
+    }
+
+    /// Report an error: JSON on stdout with `--json`, text on stderr otherwise.
+    pub fn error(&self, err: &CliError) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "ok": false, "error": err.to_json() }))
+                    .unwrap_or_default()
+            );
+        } else {
+            eprintln!("error: {err}");
+            if let Some(help) = err.help() {
+                eprintln!("  help: {help}");
+            }
+        }
+    }
+}
+
+/// An error a verb reports to the user (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// Input that is not valid, with an optional hint on how to fix it.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong and where.
+        message: String,
+        /// How to fix it.
+        help: Option<String>,
+    },
+    /// The key store failed.
+    #[error(transparent)]
+    Key(#[from] crate::keystore::KeyStoreError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The operating-system error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// An invalid-input error with a hint.
+    pub fn invalid(message: impl Into<String>, help: impl Into<String>) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            help: Some(help.into()),
+        }
+    }
+
+    /// An invalid-input error without a hint.
+    pub fn plain(message: impl Into<String>) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    fn help(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { help, .. } => help.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let kind = match self {
+            Self::Invalid { .. } => "invalid",
+            Self::Key(_) => "key",
+            Self::Io { .. } => "io",
+        };
+        json!({ "kind": kind, "message": self.to_string(), "help": self.help() })
+    }
+}
