@@ -52,6 +52,25 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+/// Serde for a type whose text form is its `Display` and `FromStr`:
+/// serialized as that string, deserialized by parsing it.
+macro_rules! serde_as_text {
+    ($ty:ty) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod chain;
 pub mod content;
 mod dagcbor;
