@@ -12,9 +12,13 @@
 //! Errors are written for people: what went wrong, where (file:line:col,
 //! token field, path), and how to fix it.
 
+mod bench;
+mod dev;
 mod id;
+mod image;
 mod manifest;
 mod output;
+mod run;
 mod token;
 
 use std::path::PathBuf;
@@ -56,6 +60,16 @@ pub enum Command {
     /// Issue, delegate, invoke, inspect and verify capability tokens (ACTs).
     #[command(subcommand)]
     Token(Box<token::TokenCommand>),
+    /// Run one brane component on one event and print what it emitted.
+    Run(run::RunArgs),
+    /// Run a whole manifest in this process: standard branes local, events in memory.
+    Dev(dev::DevArgs),
+    /// Store components in the content-addressed image store and list them.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Benchmarks that print tables (`coldstart`).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Parse the process arguments, run the verb, print, and return the exit code.
@@ -91,5 +105,9 @@ pub fn run(cli: &Cli, out: &Output) -> Result<ExitCode, CliError> {
         Command::Graph(args) => manifest::graph(args, out),
         Command::Fmt(args) => manifest::fmt(args, out),
         Command::Token(cmd) => token::run(cmd, &key_path, out),
+        Command::Run(args) => run::run(args, out),
+        Command::Dev(args) => dev::run(args, out),
+        Command::Image(cmd) => image::run(cmd, &key_path, out),
+        Command::Bench(cmd) => bench::run(cmd, out),
     }
 }

@@ -1,0 +1,40 @@
+//! `archive`: writes each payload to `<dir>/<event id>.bin`. `dir` comes
+//! from config (default `/archive`), a directory the manifest must grant
+//! read-write; without the grant the write is denied and the event fails.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "omega:brane/brane" });
+
+use exports::omega::brane::handler::{Error, Event, Guest};
+use omega::brane::host::{config, log};
+use omega::brane::types::Level;
+
+struct Archive;
+
+impl Guest for Archive {
+    fn on_event(event: Event) -> Result<(), Error> {
+        let dir = config("dir").unwrap_or_else(|| "/archive".into());
+        let name: String = event
+            .id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = format!("{dir}/{name}.bin");
+        std::fs::write(&path, &event.payload).map_err(|e| Error {
+            code: "io".into(),
+            message: format!("write {path}: {e}"),
+        })?;
+        log(
+            Level::Info,
+            &format!("archived {} bytes to {path}", event.payload.len()),
+        );
+        Ok(())
+    }
+}
+
+export!(Archive);

@@ -1,0 +1,248 @@
+//! `omega dev MANIFEST`: the whole graph in one process. Every standard
+//! brane runs locally; events flow along the edges in memory; type rules
+//! are enforced (a brane emits only its outgoing edges' types); logs stream
+//! to stderr tagged with brane names. Frontier branes, and HTTP branes for
+//! now, are reported as skipped with the reason.
+//!
+//! Images: `--image NAME:TAG=PATH.wasm` overrides, else the local image
+//! store (`omega image push`). Grants are flags for now (`--dir`,
+//! `--allow-http`), since the manifest has no grant syntax yet.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use omega_runtime::{BraneLimits, BraneSpec, Edge, Event, Grants, Pipeline};
+use omega_zgraph::{Capability, Format};
+use serde_json::json;
+
+use super::image::DataDir;
+use super::output::{CliError, Output};
+use super::run::{emitted_line, parse_dir, read_wasm, rt_err, split_pair, stderr_logs};
+
+/// Most events delivered per injected event (a guard against emit cycles).
+const MAX_EVENTS_PER_INJECT: usize = 10_000;
+
+/// Arguments of `omega dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The ZGraph manifest (TOML, JSON or YAML).
+    pub manifest: PathBuf,
+    /// Use this file for an image reference, `NAME:TAG=PATH.wasm`.
+    #[arg(long = "image", value_name = "NAME:TAG=PATH")]
+    pub images: Vec<String>,
+    /// Inject an event, `BRANE:TYPE=PAYLOAD`. Default: one empty `start`
+    /// event into every brane that has no incoming edge.
+    #[arg(long = "event", value_name = "BRANE:TYPE=PAYLOAD")]
+    pub events: Vec<String>,
+    /// Grant a directory to a brane, `BRANE=HOST_DIR:GUEST_DIR[:rw]`.
+    #[arg(long = "dir", value_name = "BRANE=HOST:GUEST[:rw]")]
+    pub dirs: Vec<String>,
+    /// Allow a brane outbound HTTP to a host, `BRANE=HOST`.
+    #[arg(long = "allow-http", value_name = "BRANE=HOST")]
+    pub allow_http: Vec<String>,
+    /// Data directory (image store and precompiled cache).
+    #[command(flatten)]
+    pub data: DataDir,
+}
+
+/// Run `omega dev`.
+pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
+    let source = std::fs::read_to_string(&args.manifest).map_err(|source| CliError::Io {
+        path: args.manifest.display().to_string(),
+        source,
+    })?;
+    let name = args.manifest.display().to_string();
+    let format = Format::from_path(&args.manifest).unwrap_or(Format::Toml);
+    let plan =
+        omega_zgraph::load(&source, &name, format).map_err(|d| CliError::plain(format!("{d}")))?;
+    let overrides: BTreeMap<&str, &str> = args
+        .images
+        .iter()
+        .map(|s| split_pair(s, "--image NAME:TAG=PATH"))
+        .collect::<Result<_, _>>()?;
+    let mut grants: BTreeMap<&str, Grants> = BTreeMap::new();
+    for d in &args.dirs {
+        let (brane, dir) = split_pair(d, "--dir BRANE=HOST:GUEST")?;
+        grants.entry(brane).or_default().dirs.push(parse_dir(dir)?);
+    }
+    for h in &args.allow_http {
+        let (brane, host) = split_pair(h, "--allow-http BRANE=HOST")?;
+        grants
+            .entry(brane)
+            .or_default()
+            .http_hosts
+            .push(host.into());
+    }
+    let edges: Vec<Edge> = plan
+        .edges()
+        .iter()
+        .map(|e| Edge {
+            from: e.from.clone(),
+            to: e.to.clone(),
+            on: e.on.clone(),
+        })
+        .collect();
+    let rt = args.data.runtime()?;
+    let mut pipeline = Pipeline::new(edges.clone(), MAX_EVENTS_PER_INJECT);
+    let mut skipped = Vec::new();
+    for (bname, b) in plan.branes() {
+        if b.capability == Capability::Frontier {
+            skipped.push((
+                bname.clone(),
+                "frontier (microVM) branes do not run in omega dev".to_string(),
+            ));
+            continue;
+        }
+        if b.http {
+            skipped.push((
+                bname.clone(),
+                "wasi:http serving is not in omega dev yet".to_string(),
+            ));
+            continue;
+        }
+        let Some(image_ref) = &b.image else {
+            skipped.push((bname.clone(), "no image".to_string()));
+            continue;
+        };
+        let image_text = image_ref.to_string();
+        let bytes = match overrides.get(image_text.as_str()) {
+            Some(path) => read_wasm(std::path::Path::new(path))?,
+            None => {
+                let store = args.data.images()?;
+                let hash = match image_text.parse::<omega_identity::ContentId>() {
+                    Ok(h) => h,
+                    Err(_) => store.resolve(&image_text.parse().map_err(rt_err)?).map_err(|e| {
+                        CliError::invalid(
+                            format!("brane {bname}: image {image_text}: {e}"),
+                            format!("omega image push FILE --name {image_text}, or --image {image_text}=FILE"),
+                        )
+                    })?,
+                };
+                store.get(&hash).map_err(rt_err)?
+            }
+        };
+        let image = rt
+            .load(&bytes)
+            .map_err(|e| CliError::plain(format!("brane {bname}: {e}")))?;
+        let defaults = BraneLimits::default();
+        let limits = BraneLimits {
+            memory_bytes: b.limits.memory_bytes.unwrap_or(defaults.memory_bytes),
+            cpu: b
+                .limits
+                .cpu_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.cpu),
+            timeout: b
+                .limits
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.timeout),
+            ..defaults
+        };
+        let spec = BraneSpec {
+            name: bname.clone(),
+            config: b.config.clone(),
+            limits,
+            grants: grants.remove(bname.as_str()).unwrap_or_default(),
+            emits: Some(Pipeline::emits_of(&edges, bname)),
+            ..BraneSpec::default()
+        };
+        let brane = rt
+            .brane(&image, spec, stderr_logs())
+            .map_err(|e| CliError::plain(format!("brane {bname}: {e}")))?;
+        pipeline.add(brane);
+    }
+    if let Some(unknown) = grants.keys().next() {
+        return Err(CliError::plain(format!(
+            "grant for unknown or skipped brane {unknown}"
+        )));
+    }
+    for (b, why) in &skipped {
+        eprintln!("[omega] skipped {b}: {why}");
+    }
+    let mut injects = Vec::new();
+    for e in &args.events {
+        let (target, rest) = e.split_once(':').ok_or_else(|| {
+            CliError::invalid(format!("bad --event {e:?}"), "write BRANE:TYPE=PAYLOAD")
+        })?;
+        let (ty, payload) = split_pair(rest, "--event BRANE:TYPE=PAYLOAD")?;
+        injects.push((target.to_string(), ty.to_string(), payload.to_string()));
+    }
+    if injects.is_empty() {
+        for b in pipeline.branes() {
+            if !edges.iter().any(|e| e.to == b) {
+                injects.push((b.to_string(), "start".into(), String::new()));
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    let mut deliveries = Vec::new();
+    let mut failures = 0;
+    for (i, (target, ty, payload)) in injects.iter().enumerate() {
+        let event = Event::external(format!("ev{i}"), ty.as_str(), payload.as_bytes().to_vec());
+        let report = pipeline.inject(target, event, &mut |d| {
+            let line = match &d.result {
+                Ok(emitted) if emitted.is_empty() => {
+                    format!("{} <- {} {}: ok", d.brane, d.event.ty, d.event.id)
+                }
+                Ok(emitted) => format!(
+                    "{} <- {} {}: emitted {}",
+                    d.brane,
+                    d.event.ty,
+                    d.event.id,
+                    emitted
+                        .iter()
+                        .map(emitted_line)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                Err(e) => format!("{} <- {} {}: FAILED {e}", d.brane, d.event.ty, d.event.id),
+            };
+            if !out.is_json() {
+                println!("{line}");
+            }
+            lines.push(line);
+        });
+        failures += report.failures();
+        for (to, e) in &report.undelivered {
+            let line = format!(
+                "{to} <- {} {}: not delivered ({to} is not running here)",
+                e.ty, e.id
+            );
+            if !out.is_json() {
+                println!("{line}");
+            }
+        }
+        for d in &report.deliveries {
+            deliveries.push(json!({
+                "brane": d.brane, "event": d.event.id, "type": d.event.ty,
+                "ok": d.result.is_ok(),
+                "error": d.result.as_ref().err().map(|e| e.to_string()),
+            }));
+        }
+    }
+    if out.is_json() {
+        out.print(
+            "",
+            json!({
+                "ok": failures == 0,
+                "deliveries": deliveries,
+                "skipped": skipped.iter().map(|(b, w)| json!({"brane": b, "reason": w})).collect::<Vec<_>>(),
+            }),
+        );
+    } else {
+        println!(
+            "{} deliveries, {failures} failed, {} branes skipped",
+            lines.len(),
+            skipped.len()
+        );
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
