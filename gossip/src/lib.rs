@@ -1,4 +1,5 @@
-//! `omega-gossip`: the sans-IO membership and liveness core of an Omega mesh.
+//! `omega-gossip`: the sans-IO core of an Omega mesh — membership and liveness,
+//! the replicated desired state ([`desired`], [`hlc`]) and placement ([`placement`]).
 //!
 //! A [`Membership`] is one node's view of the mesh: a compact table of member
 //! records, each signed by its member, and what this node believes about each
@@ -56,6 +57,38 @@
 //! it is hit), so a driver that drains late loses messages or old events, never
 //! memory.
 //!
+//! # Desired state and placement
+//!
+//! The same driver also owns one [`DesiredState`] per node ([`desired`]): the
+//! yrs document of signed manifests, image names and revocations.
+//!
+//! 1. **Create** it with [`DesiredState::new`]`(mesh_root, config)`; on
+//!    restart feed the persisted snapshot ([`DesiredState::encode`]) back
+//!    through `handle_update` (it is verified again) and use a fresh
+//!    `config.client_id` if the snapshot may be older than the last write.
+//! 2. **Local writes** (the local API's `apply`/`delete`/`image push`/`revoke`):
+//!    get a timestamp from [`DesiredState::tick`]`(now_ms)` for the signer,
+//!    then [`DesiredState::apply_local`] / [`desired::DesiredState::delete_local`] /
+//!    [`desired::DesiredState::write_local`]; persist and announce (gossipsub)
+//!    the returned update bytes.
+//! 3. **Inputs**: an announced update or an anti-entropy reply goes to
+//!    [`desired::DesiredState::handle_update`]`(from, bytes, now_ms)`. A
+//!    [`desired::Refusal`] changed nothing; if `penalty()` lower the sender's
+//!    score; on `MissingDependencies` ask the sender for
+//!    `diff_since(our state_vector())`. Periodically (and after a partition
+//!    heals) send [`desired::DesiredState::state_vector`] to a random member
+//!    and answer with [`desired::DesiredState::diff_since`].
+//! 4. **Outputs**: after every input drain
+//!    [`desired::DesiredState::poll_update`] (repairs this node wrote) and
+//!    announce it; persist the document; on any change recompute placement.
+//!
+//! `now_ms` here is **unix** milliseconds (records carry hybrid logical
+//! timestamps checked against UCAN expiries), unlike membership's monotonic ms.
+//! Placement is a pure function ([`placement::place`]) of the winning plans
+//! ([`desired::DesiredState::manifests`]) and the members
+//! ([`placement::Candidate::from_view`] over the membership table): start
+//! what [`Placement::for_node`] lists for this node, stop the rest.
+//!
 //! # Trust
 //!
 //! A record is accepted only if it is signed by the member it describes, names
@@ -109,9 +142,12 @@
 mod admission;
 mod broadcast;
 mod config;
+pub mod desired;
+pub mod hlc;
 mod id;
 mod membership;
 mod message;
+pub mod placement;
 mod record;
 pub mod testkit;
 #[cfg(test)]
@@ -120,10 +156,13 @@ pub mod wire;
 
 pub use admission::{Admission, AllowAll, AllowSet};
 pub use config::{Config, ConfigError, Limits};
+pub use desired::DesiredState;
+pub use hlc::{Hlc, Stamp};
 pub use id::{MeshId, NodeId};
 pub use membership::{
     CommandError, Event, LocalMember, MemberView, Membership, Refusal, State, Stats, Transmit,
 };
+pub use placement::{BranePlacement, Candidate, Ineligible, Placement, place};
 pub use record::{
     Capabilities, Ed25519Verifier, MemberRecord, Profile, RecordError, Resources, SignError,
     SignedRecord, Substrate, Verifier,

@@ -61,6 +61,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 pub use error::{Diagnostics, ErrorKind, ManifestError};
+pub use names::PeersGlob;
 pub use plan::{
     Brane, Capability, Edge, EventType, Gpu, ImageRef, Limits, Plan, PlanHash, Replicas, Resolver,
     ResolverMode, Substrate,

@@ -240,3 +240,21 @@ pub(crate) fn did_you_mean<'a>(
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| format!("did you mean `{c}`?"))
 }
+
+/// A compiled `peers` glob over node names, with the manifest's rule: `*`
+/// and `?` do not cross `/`; `**` does. Placement uses it so that a node
+/// matches at run time exactly when the validator would say it matches.
+#[derive(Debug, Clone)]
+pub struct PeersGlob(globset::GlobMatcher);
+
+impl PeersGlob {
+    /// Compiles `glob`, or says why it is not a valid `peers` glob.
+    pub fn new(glob: &str) -> Result<Self, String> {
+        compile_glob(glob).map(Self)
+    }
+
+    /// Whether `node_name` matches.
+    pub fn is_match(&self, node_name: &str) -> bool {
+        self.0.is_match(node_name)
+    }
+}

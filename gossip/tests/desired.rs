@@ -1,0 +1,606 @@
+//! The desired-state document: convergence, conflicts, authorization, garbage, churn.
+
+use omega_gossip::desired::{
+    Authority, Change, Config, DesiredRecord, DesiredState, RecordError, Refusal, Revocation,
+    WriteError,
+};
+use omega_gossip::{Hlc, NodeId};
+use omega_identity::policy::Policy;
+use omega_identity::ucan::{Delegation, Signed};
+use omega_identity::{Did, Keypair};
+use omega_zgraph::{Format, Plan, load};
+use proptest::prelude::*;
+use yrs::{Doc, Map, ReadTxn, StateVector, Transact, WriteTxn};
+
+const NOW_MS: u64 = 1_700_000_000_000;
+const NOW_S: u64 = NOW_MS / 1000;
+
+fn key(seed: u8) -> Keypair {
+    Keypair::from_seed([seed; 32])
+}
+
+fn plan(replicas: u16) -> Plan {
+    let src = format!("[brane.api]\nsubstrate = \"gaia\"\nreplicas = {replicas}\n");
+    load(&src, "m.toml", Format::Toml).expect("valid manifest")
+}
+
+fn delegate(
+    from: &Keypair,
+    to: &Keypair,
+    cmd: &str,
+    policy: Option<serde_json::Value>,
+    exp: u64,
+) -> Signed<Delegation> {
+    let root = key(1).did();
+    let mut d = Delegation::new(
+        from.did(),
+        to.did(),
+        Some(root),
+        cmd.parse().expect("command"),
+        vec![to.did().to_string().len() as u8],
+    )
+    .with_exp(exp);
+    if let Some(p) = policy {
+        d = d.with_policy(Policy::from_json(&p).expect("policy"));
+    }
+    Signed::sign(d, from).expect("sign")
+}
+
+fn auth<'a>(signer: &'a Keypair, proofs: Vec<Signed<Delegation>>, nonce: u64) -> Authority<'a> {
+    Authority {
+        signer,
+        mesh_root: key(1).did(),
+        proofs,
+        exp: NOW_S + 3600,
+        nonce: nonce.to_le_bytes().to_vec(),
+    }
+}
+
+fn replica(client_id: u64) -> DesiredState {
+    DesiredState::new(
+        key(1).did(),
+        Config {
+            client_id,
+            ..Config::default()
+        },
+    )
+    .expect("config")
+}
+
+fn winners(s: &DesiredState) -> Vec<(String, String, Hlc)> {
+    s.manifests()
+        .map(|m| (m.name, m.plan_hash.to_hex(), m.stamp.hlc))
+        .collect()
+}
+
+fn from() -> NodeId {
+    NodeId::from_bytes([9; 32])
+}
+
+/// Anti-entropy between every pair until nothing changes (repairs included).
+fn sync_all(replicas: &mut [DesiredState]) {
+    for _round in 0..4 {
+        for i in 0..replicas.len() {
+            for j in 0..replicas.len() {
+                if i == j {
+                    continue;
+                }
+                let sv = replicas[j].state_vector();
+                let diff = replicas[i].diff_since(&sv).expect("state vector");
+                replicas[j]
+                    .handle_update(from(), &diff, NOW_MS)
+                    .expect("honest update");
+                let _ = replicas[j].poll_update();
+            }
+        }
+    }
+}
+
+#[test]
+fn replicas_converge_in_any_order_and_the_highest_stamp_wins() {
+    let root = key(1);
+    let mut a = replica(10);
+    let mut b = replica(20);
+    let mut c = replica(30);
+    let ua = a
+        .apply_local(
+            &DesiredRecord::apply("web", &plan(1), Hlc::new(NOW_MS, 0), auth(&root, vec![], 1))
+                .unwrap(),
+            NOW_MS,
+        )
+        .unwrap();
+    let ub = b
+        .apply_local(
+            &DesiredRecord::apply("db", &plan(2), Hlc::new(NOW_MS, 1), auth(&root, vec![], 2))
+                .unwrap(),
+            NOW_MS,
+        )
+        .unwrap();
+    // Later stamp from the lowest client id: yrs alone would keep the other one.
+    let uc = c
+        .apply_local(
+            &DesiredRecord::apply(
+                "web",
+                &plan(3),
+                Hlc::new(NOW_MS + 5, 0),
+                auth(&root, vec![], 3),
+            )
+            .unwrap(),
+            NOW_MS,
+        )
+        .unwrap();
+    let updates = [ua, ub, uc];
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    let mut results = Vec::new();
+    for (n, order) in orders.iter().enumerate() {
+        let mut r = replica(100 + n as u64);
+        for &i in order {
+            r.handle_update(from(), &updates[i], NOW_MS)
+                .expect("valid update");
+        }
+        results.push(winners(&r));
+    }
+    assert!(results.windows(2).all(|w| w[0] == w[1]), "{results:?}");
+    assert_eq!(results[0][1].1, plan(3).hash().to_hex());
+    let mut all = [a, b, c];
+    sync_all(&mut all);
+    let w = winners(&all[0]);
+    assert_eq!(w, results[0]);
+    assert!(all.iter().all(|r| winners(r) == w));
+    // The documents themselves agree too (repairs wrote the maximum back).
+    let docs: Vec<_> = all.iter().map(|r| r.manifest_stamp("web")).collect();
+    assert!(docs.windows(2).all(|d| d[0] == d[1]));
+}
+
+#[test]
+fn equal_clocks_resolve_by_signer() {
+    let admin = key(2);
+    let root = key(1);
+    let d = delegate(&root, &admin, "/manifest", None, NOW_S + 3600);
+    let hlc = Hlc::new(NOW_MS, 0);
+    let mut a = replica(1);
+    let mut b = replica(2);
+    a.apply_local(
+        &DesiredRecord::apply("web", &plan(1), hlc, auth(&root, vec![], 1)).unwrap(),
+        NOW_MS,
+    )
+    .unwrap();
+    b.apply_local(
+        &DesiredRecord::apply("web", &plan(2), hlc, auth(&admin, vec![d], 2)).unwrap(),
+        NOW_MS,
+    )
+    .unwrap();
+    let mut all = [a, b];
+    sync_all(&mut all);
+    let want = if NodeId::from(&root.did()) > NodeId::from(&admin.did()) {
+        plan(1)
+    } else {
+        plan(2)
+    };
+    for r in &all {
+        assert_eq!(winners(r)[0].1, want.hash().to_hex());
+    }
+}
+
+fn refused_unauthorized(r: Result<Vec<u8>, WriteError>) -> bool {
+    matches!(
+        r,
+        Err(WriteError::Refused(Refusal::InvalidRecord {
+            error: RecordError::Unauthorized(_),
+            ..
+        }))
+    )
+}
+
+#[test]
+fn unauthorized_writes_take_no_effect() {
+    let root = key(1);
+    let user = key(3);
+    let stranger = key(4);
+    let web_only = delegate(
+        &root,
+        &user,
+        "/manifest/apply",
+        Some(serde_json::json!([["==", ".name", "web"]])),
+        NOW_S + 3600,
+    );
+    let mut s = replica(1);
+    let hlc = Hlc::new(NOW_MS, 0);
+    // In scope: fine.
+    s.apply_local(
+        &DesiredRecord::apply("web", &plan(1), hlc, auth(&user, vec![web_only.clone()], 1))
+            .unwrap(),
+        NOW_MS,
+    )
+    .unwrap();
+    // Out of the policy's scope.
+    let r = s.apply_local(
+        &DesiredRecord::apply("db", &plan(1), hlc, auth(&user, vec![web_only.clone()], 2)).unwrap(),
+        NOW_MS,
+    );
+    assert!(refused_unauthorized(r));
+    // Apply right does not cover delete.
+    let r = s.delete_local(
+        &DesiredRecord::delete("web", Hlc::new(NOW_MS, 5), auth(&user, vec![web_only], 3)).unwrap(),
+        NOW_MS,
+    );
+    assert!(refused_unauthorized(r));
+    // No chain at all.
+    let r = s.apply_local(
+        &DesiredRecord::apply("db", &plan(1), hlc, auth(&stranger, vec![], 4)).unwrap(),
+        NOW_MS,
+    );
+    assert!(refused_unauthorized(r));
+    // A valid token for another mesh.
+    let other = key(5);
+    let mut foreign = auth(&other, vec![], 5);
+    foreign.mesh_root = other.did();
+    let r = s.apply_local(
+        &DesiredRecord::apply("db", &plan(1), hlc, foreign).unwrap(),
+        NOW_MS,
+    );
+    assert!(matches!(
+        r,
+        Err(WriteError::Refused(Refusal::InvalidRecord {
+            error: RecordError::WrongMesh { .. },
+            ..
+        }))
+    ));
+    // An expired chain takes nothing new.
+    let old = delegate(&root, &user, "/manifest", None, NOW_S - 3600);
+    let r = s.apply_local(
+        &DesiredRecord::apply("db", &plan(1), hlc, auth(&user, vec![old], 6)).unwrap(),
+        NOW_MS,
+    );
+    assert!(refused_unauthorized(r));
+    // Too far in the future.
+    let r = s.apply_local(
+        &DesiredRecord::apply(
+            "db",
+            &plan(1),
+            Hlc::new(NOW_MS + 3_600_000, 0),
+            auth(&root, vec![], 7),
+        )
+        .unwrap(),
+        NOW_MS,
+    );
+    assert!(matches!(
+        r,
+        Err(WriteError::Refused(Refusal::FromTheFuture { .. }))
+    ));
+    assert_eq!(s.manifests().map(|m| m.name).collect::<Vec<_>>(), ["web"]);
+}
+
+/// A peer that skips verification and writes straight into its yrs document.
+fn forged_update(entries: &[(&str, &str, Vec<u8>)]) -> Vec<u8> {
+    let doc = Doc::with_client_id(777);
+    let mut txn = doc.transact_mut();
+    for (map, key, value) in entries {
+        let m = txn.get_or_insert_map(*map);
+        m.insert(&mut txn, *key, yrs::Any::Buffer(value.clone().into()));
+    }
+    txn.encode_state_as_update_v1(&StateVector::default())
+}
+
+#[test]
+fn an_update_with_an_invalid_record_is_refused_whole() {
+    let root = key(1);
+    let stranger = key(4);
+    let good = DesiredRecord::apply("web", &plan(1), Hlc::new(NOW_MS, 0), auth(&root, vec![], 1))
+        .unwrap()
+        .encode();
+    let bad = DesiredRecord::apply(
+        "db",
+        &plan(1),
+        Hlc::new(NOW_MS, 0),
+        auth(&stranger, vec![], 2),
+    )
+    .unwrap()
+    .encode();
+    let mut s = replica(1);
+    let update = forged_update(&[("manifests", "web", good.clone()), ("manifests", "db", bad)]);
+    let err = s.handle_update(from(), &update, NOW_MS).unwrap_err();
+    assert!(
+        matches!(err, Refusal::InvalidRecord { ref key, .. } if key == "db"),
+        "{err}"
+    );
+    assert!(err.penalty());
+    assert_eq!(
+        s.manifests().count(),
+        0,
+        "the valid record in it did not count either"
+    );
+    // A valid record under another name's key.
+    let update = forged_update(&[("manifests", "api", good.clone())]);
+    assert!(matches!(
+        s.handle_update(from(), &update, NOW_MS),
+        Err(Refusal::InvalidRecord {
+            error: RecordError::KeyMismatch { .. },
+            ..
+        })
+    ));
+    // Unknown roots and non-record values.
+    let update = forged_update(&[("junk", "x", vec![1])]);
+    assert!(matches!(
+        s.handle_update(from(), &update, NOW_MS),
+        Err(Refusal::UnknownRoot(_))
+    ));
+    // The same valid record alone is fine.
+    let update = forged_update(&[("manifests", "web", good)]);
+    assert_eq!(s.handle_update(from(), &update, NOW_MS).unwrap().len(), 1);
+}
+
+#[test]
+fn removing_a_key_is_refused() {
+    let root = key(1);
+    let mut a = replica(1);
+    let u = a
+        .apply_local(
+            &DesiredRecord::apply("web", &plan(1), Hlc::new(NOW_MS, 0), auth(&root, vec![], 1))
+                .unwrap(),
+            NOW_MS,
+        )
+        .unwrap();
+    let evil = Doc::with_client_id(666);
+    let mut txn = evil.transact_mut();
+    txn.apply_update(yrs::Update::decode_v1_checked(&u))
+        .unwrap();
+    let before = txn.state_vector();
+    txn.get_or_insert_map("manifests").remove(&mut txn, "web");
+    let removal = txn.encode_diff_v1(&before);
+    drop(txn);
+    let err = a.handle_update(from(), &removal, NOW_MS).unwrap_err();
+    assert!(matches!(err, Refusal::Removal { .. }));
+    assert_eq!(a.manifests().count(), 1);
+}
+
+trait DecodeChecked {
+    fn decode_v1_checked(b: &[u8]) -> yrs::Update;
+}
+
+impl DecodeChecked for yrs::Update {
+    fn decode_v1_checked(b: &[u8]) -> yrs::Update {
+        use yrs::updates::decoder::Decode;
+        yrs::Update::decode_v1(b).expect("own update")
+    }
+}
+
+#[test]
+fn revocation_removes_past_and_future_effect_everywhere() {
+    let root = key(1);
+    let admin = key(2);
+    let d = delegate(&root, &admin, "/manifest", None, NOW_S + 3600);
+    let mut a = replica(1);
+    let mut b = replica(2);
+    let u = a
+        .apply_local(
+            &DesiredRecord::apply(
+                "web",
+                &plan(1),
+                Hlc::new(NOW_MS, 0),
+                auth(&admin, vec![d.clone()], 1),
+            )
+            .unwrap(),
+            NOW_MS,
+        )
+        .unwrap();
+    b.handle_update(from(), &u, NOW_MS).unwrap();
+    assert_eq!(b.manifests().count(), 1);
+    let rev = DesiredRecord::revoke(
+        Revocation::Token(d.cid()),
+        Hlc::new(NOW_MS, 1),
+        auth(&root, vec![], 2),
+    )
+    .unwrap();
+    let u = a.write_local(&rev, NOW_MS).unwrap();
+    assert_eq!(a.manifests().count(), 0);
+    let changes = b.handle_update(from(), &u, NOW_MS).unwrap();
+    assert!(changes.contains(&Change::Revoked(Revocation::Token(d.cid()))));
+    assert!(changes.contains(&Change::Deleted { name: "web".into() }));
+    assert_eq!(b.manifests().count(), 0);
+    assert!(b.revocations().tokens.contains(&d.cid()));
+    let r = b.apply_local(
+        &DesiredRecord::apply(
+            "web",
+            &plan(2),
+            Hlc::new(NOW_MS, 5),
+            auth(&admin, vec![d], 3),
+        )
+        .unwrap(),
+        NOW_MS,
+    );
+    assert!(matches!(
+        r,
+        Err(WriteError::Refused(Refusal::InvalidRecord { .. }))
+    ));
+    // Revoking a node.
+    let user = key(3);
+    let d2 = delegate(&root, &user, "/manifest", None, NOW_S + 3600);
+    let rev = DesiredRecord::revoke(
+        Revocation::Node(user.did()),
+        Hlc::new(NOW_MS, 6),
+        auth(&root, vec![], 4),
+    )
+    .unwrap();
+    b.write_local(&rev, NOW_MS).unwrap();
+    assert!(b.revocations().nodes.contains(&user.did()));
+    let r = b.apply_local(
+        &DesiredRecord::apply(
+            "db",
+            &plan(2),
+            Hlc::new(NOW_MS, 7),
+            auth(&user, vec![d2], 5),
+        )
+        .unwrap(),
+        NOW_MS,
+    );
+    assert!(matches!(
+        r,
+        Err(WriteError::Refused(Refusal::InvalidRecord {
+            error: RecordError::RevokedPrincipal(_),
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn deletes_win_like_applies_and_images_are_registers() {
+    let root = key(1);
+    let mut a = replica(1);
+    let mut b = replica(2);
+    let mut t = 0;
+    let mut next = || {
+        t += 1;
+        Hlc::new(NOW_MS, t)
+    };
+    let u1 = a
+        .apply_local(
+            &DesiredRecord::apply("web", &plan(1), next(), auth(&root, vec![], 1)).unwrap(),
+            NOW_MS,
+        )
+        .unwrap();
+    let u2 = a
+        .delete_local(
+            &DesiredRecord::delete("web", next(), auth(&root, vec![], 2)).unwrap(),
+            NOW_MS,
+        )
+        .unwrap();
+    let u3 = a
+        .write_local(
+            &DesiredRecord::image(
+                "hello:1.0",
+                "bafkr4iexample",
+                next(),
+                auth(&root, vec![], 3),
+            )
+            .unwrap(),
+            NOW_MS,
+        )
+        .unwrap();
+    for u in [&u3, &u1, &u2] {
+        // Out of order: an update depending on one not yet seen is deferred, not applied.
+        match b.handle_update(from(), u, NOW_MS) {
+            Ok(_) | Err(Refusal::MissingDependencies) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    sync_all(std::slice::from_mut(&mut b));
+    let diff = a.diff_since(&b.state_vector()).unwrap();
+    b.handle_update(from(), &diff, NOW_MS).unwrap();
+    assert_eq!(b.manifests().count(), 0);
+    assert_eq!(b.manifest_stamp("web"), a.manifest_stamp("web"));
+    assert_eq!(
+        b.images().map(|i| i.content).collect::<Vec<_>>(),
+        ["bafkr4iexample"]
+    );
+    // An older apply arriving late does not resurrect the name.
+    let late = DesiredRecord::apply(
+        "web",
+        &plan(1),
+        Hlc::new(NOW_MS - 1, 0),
+        auth(&root, vec![], 9),
+    )
+    .unwrap();
+    assert!(matches!(
+        b.apply_local(&late, NOW_MS),
+        Err(WriteError::Superseded { .. })
+    ));
+}
+
+#[test]
+fn churn_keeps_the_document_bounded() {
+    let root = key(1);
+    let mut a = replica(1);
+    let mut b = replica(2);
+    let p = plan(1);
+    let mut sizes = Vec::new();
+    let cycles = 10_000u64;
+    for i in 0..cycles {
+        let hlc = a.tick(NOW_MS);
+        let u = a
+            .apply_local(
+                &DesiredRecord::apply("web", &p, hlc, auth(&root, vec![], 2 * i)).unwrap(),
+                NOW_MS,
+            )
+            .unwrap();
+        if i % 100 == 0 {
+            b.handle_update(from(), &a.diff_since(&b.state_vector()).unwrap(), NOW_MS)
+                .unwrap();
+        }
+        let _ = u;
+        let hlc = a.tick(NOW_MS);
+        a.delete_local(
+            &DesiredRecord::delete("web", hlc, auth(&root, vec![], 2 * i + 1)).unwrap(),
+            NOW_MS,
+        )
+        .unwrap();
+        if i == 0 || i == 99 || i == 999 || i == cycles - 1 {
+            sizes.push((i + 1, a.encoded_len()));
+        }
+    }
+    b.handle_update(from(), &a.diff_since(&b.state_vector()).unwrap(), NOW_MS)
+        .unwrap();
+    println!(
+        "encoded document size after N apply/delete cycles: {sizes:?}; replica b: {}",
+        b.encoded_len()
+    );
+    let first = sizes[0].1;
+    let last = sizes[sizes.len() - 1].1;
+    assert!(
+        last <= first + 64,
+        "document grew from {first} to {last} bytes"
+    );
+    assert!(b.encoded_len() <= first + 256);
+    assert_eq!(b.manifest_stamp("web"), a.manifest_stamp("web"));
+}
+
+#[test]
+fn restoring_from_a_snapshot_reverifies() {
+    let root = key(1);
+    let mut a = replica(1);
+    a.apply_local(
+        &DesiredRecord::apply("web", &plan(1), Hlc::new(NOW_MS, 0), auth(&root, vec![], 1))
+            .unwrap(),
+        NOW_MS,
+    )
+    .unwrap();
+    let snapshot = a.encode();
+    let mut back = replica(1);
+    back.handle_update(from(), &snapshot, NOW_MS).unwrap();
+    assert_eq!(winners(&back), winners(&a));
+    let mut other_mesh = DesiredState::new(key(5).did(), Config::default()).unwrap();
+    assert!(other_mesh.handle_update(from(), &snapshot, NOW_MS).is_err());
+    let _: Did = key(1).did();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut s = replica(1);
+        let _ = s.handle_update(from(), &bytes, NOW_MS);
+        let _ = s.diff_since(&bytes);
+        prop_assert_eq!(s.manifests().count(), 0);
+    }
+
+    #[test]
+    fn mutated_updates_never_panic(pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let root = key(1);
+        let mut a = replica(1);
+        let mut u = a.apply_local(&DesiredRecord::apply("web", &plan(1), Hlc::new(NOW_MS, 0), auth(&root, vec![], 1)).unwrap(), NOW_MS).unwrap();
+        let i = pos.index(u.len());
+        u[i] = byte;
+        let mut s = replica(2);
+        if s.handle_update(from(), &u, NOW_MS).is_ok() {
+            prop_assert!(s.manifests().count() <= 1);
+        }
+    }
+}
