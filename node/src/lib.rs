@@ -5,5 +5,7 @@
 //! the mesh work; they will live here too, since this crate is the only one
 //! that may depend on every other Omega crate.
 
+pub mod api;
 pub mod cli;
+pub mod daemon;
 pub mod keystore;

@@ -164,6 +164,11 @@ fn token_chapter_examples_run() {
 }
 
 #[test]
+fn mesh_chapter_examples_run() {
+    assert!(run_page("mesh.md") >= 3);
+}
+
+#[test]
 fn every_verb_has_a_tested_example() {
     let page = std::fs::read_to_string(repo_root().join("docs/src/cli.md")).unwrap();
     let commands: Vec<String> = parse(&page).into_iter().map(|e| e.command).collect();

@@ -17,7 +17,10 @@ mod dev;
 mod id;
 mod image;
 mod manifest;
+mod mesh;
+mod node;
 mod output;
+mod peers;
 mod run;
 mod token;
 
@@ -60,6 +63,15 @@ pub enum Command {
     /// Issue, delegate, invoke, inspect and verify capability tokens (ACTs).
     #[command(subcommand)]
     Token(Box<token::TokenCommand>),
+    /// Create a mesh and invite nodes into it.
+    #[command(subcommand)]
+    Mesh(mesh::MeshCommand),
+    /// Run the mesh daemon, or manage members (`omega node revoke`).
+    Node(Box<node::NodeArgs>),
+    /// List the mesh members a running node knows.
+    Peers(peers::NodeDir),
+    /// Show a running node's status.
+    Status(peers::NodeDir),
     /// Run one brane component on one event and print what it emitted.
     Run(run::RunArgs),
     /// Run a whole manifest in this process: standard branes local, events in memory.
@@ -105,6 +117,10 @@ pub fn run(cli: &Cli, out: &Output) -> Result<ExitCode, CliError> {
         Command::Graph(args) => manifest::graph(args, out),
         Command::Fmt(args) => manifest::fmt(args, out),
         Command::Token(cmd) => token::run(cmd, &key_path, out),
+        Command::Mesh(cmd) => mesh::run(cmd, out),
+        Command::Node(args) => node::run(args, out),
+        Command::Peers(dir) => peers::peers(dir, out),
+        Command::Status(dir) => peers::status(dir, out),
         Command::Run(args) => run::run(args, out),
         Command::Dev(args) => dev::run(args, out),
         Command::Image(cmd) => image::run(cmd, &key_path, out),

@@ -1,0 +1,309 @@
+//! The `omega node` daemon: the node key and join token in the data
+//! directory, the p2p driver, the local API, metrics, and signal handling.
+//!
+//! Data directory layout:
+//!
+//! | file | what |
+//! |---|---|
+//! | `node.key` | the node key (mode 0600); the same identity across restarts |
+//! | `join.token` | the join token last given with `--join` (mode 0600) |
+//! | `revocations` | applied revocations, one base64 invocation per line |
+//! | `api.sock` | the local API (mode 0600) |
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use clap::Args;
+use libp2p::Multiaddr;
+use omega_gossip::{Capabilities, Resources, Substrate};
+use omega_p2p::discovery::{Discovery, NetBird, Static, TAILSCALE_SOCKET, Tailscale, WireGuard};
+use omega_p2p::join::{JoinToken, parse_substrate};
+use omega_p2p::{Command, NetConfig, NodeConfig};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+use crate::keystore;
+
+/// `omega node` flags.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The node's data directory (key, token, API socket).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Listen multiaddrs (repeatable).
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        default_value = "/ip4/0.0.0.0/udp/4001/quic-v1"
+    )]
+    pub listen: Vec<Multiaddr>,
+    /// The join token from `omega mesh invite` (stored; later starts may omit it).
+    #[arg(long, value_name = "TOKEN")]
+    pub join: Option<String>,
+    /// The node name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The substrate this node declares.
+    #[arg(long, value_parser = ["gaia", "biome", "habitat"], default_value = "habitat")]
+    pub substrate: String,
+    /// Discovery providers, comma-separated: static, lan, tailscale, netbird, wireguard.
+    #[arg(long, value_delimiter = ',', default_value = "static")]
+    pub discover: Vec<String>,
+    /// Static peer multiaddrs (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub peer: Vec<Multiaddr>,
+    /// The Omega port on overlay peers (tailscale, netbird, wireguard).
+    #[arg(long, default_value_t = 4001)]
+    pub overlay_port: u16,
+    /// The tailscaled LocalAPI socket.
+    #[arg(long, default_value = TAILSCALE_SOCKET)]
+    pub tailscale_socket: PathBuf,
+    /// The `netbird` program.
+    #[arg(long, default_value = "netbird")]
+    pub netbird_bin: PathBuf,
+    /// The `wg` program.
+    #[arg(long, default_value = "wg")]
+    pub wg_bin: PathBuf,
+    /// The WireGuard interface to read peers from.
+    #[arg(long, default_value = "wg0")]
+    pub wg_interface: String,
+    /// Seconds between discovery rounds.
+    #[arg(long, default_value_t = 5)]
+    pub discovery_interval: u64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// A file in the data directory.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A flag is wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// The node failed.
+    #[error(transparent)]
+    Node(#[from] omega_p2p::NodeError),
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> DaemonError {
+    DaemonError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Loads the node key, creating it (mode 0600) on first start.
+pub fn node_key(data_dir: &Path) -> Result<omega_identity::Keypair, DaemonError> {
+    let path = data_dir.join("node.key");
+    if path.exists() {
+        return keystore::load(&path).map_err(|e| file_err(&path, e));
+    }
+    let key = keystore::generate().map_err(|e| file_err(&path, e))?;
+    keystore::save(&path, &key, false).map_err(|e| file_err(&path, e))?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), DaemonError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| file_err(path, e))?;
+    f.write_all(text.as_bytes()).map_err(|e| file_err(path, e))
+}
+
+fn join_token(args: &RunArgs, data_dir: &Path) -> Result<Option<JoinToken>, DaemonError> {
+    let path = data_dir.join("join.token");
+    let text = match &args.join {
+        Some(t) => {
+            write_private(&path, t)?;
+            t.clone()
+        }
+        None => match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(_) => return Ok(None),
+        },
+    };
+    JoinToken::decode(&text)
+        .map(Some)
+        .map_err(|e| DaemonError::Usage(format!("--join: {e}")))
+}
+
+/// The file revocations are kept in.
+pub fn revocations_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("revocations")
+}
+
+fn providers(args: &RunArgs) -> Result<(Vec<Box<dyn Discovery>>, bool), DaemonError> {
+    let mut out: Vec<Box<dyn Discovery>> = Vec::new();
+    let mut lan = false;
+    for d in &args.discover {
+        match d.as_str() {
+            "static" => out.push(Box::new(Static(args.peer.clone()))),
+            "lan" => lan = true,
+            "tailscale" => out.push(Box::new(Tailscale {
+                socket: args.tailscale_socket.clone(),
+                port: args.overlay_port,
+            })),
+            "netbird" => out.push(Box::new(NetBird {
+                program: args.netbird_bin.clone(),
+                port: args.overlay_port,
+            })),
+            "wireguard" => out.push(Box::new(WireGuard {
+                program: args.wg_bin.clone(),
+                interface: args.wg_interface.clone(),
+                port: args.overlay_port,
+            })),
+            other => {
+                return Err(DaemonError::Usage(format!(
+                    "--discover: unknown provider {other:?} (static, lan, tailscale, netbird, wireguard)"
+                )));
+            }
+        }
+    }
+    if !args.discover.iter().any(|d| d == "static") && !args.peer.is_empty() {
+        out.push(Box::new(Static(args.peer.clone())));
+    }
+    Ok((out, lan))
+}
+
+fn capabilities(substrate: Substrate) -> Capabilities {
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if kvm && substrate != Substrate::Habitat {
+        Capabilities::STANDARD.with(Capabilities::FRONTIER)
+    } else {
+        Capabilities::STANDARD
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
+    let Some(data_dir) = args.data_dir.clone() else {
+        return Err(DaemonError::Usage("missing --data-dir DIR".into()));
+    };
+    init_tracing();
+    std::fs::create_dir_all(&data_dir).map_err(|e| file_err(&data_dir, e))?;
+    let key = node_key(&data_dir)?;
+    let token = join_token(args, &data_dir)?;
+    if token.is_none() {
+        warn!("no join token: members will refuse this node (pass --join TOKEN)");
+    }
+    let substrate =
+        parse_substrate(&args.substrate).ok_or_else(|| DaemonError::Usage("--substrate".into()))?;
+    let (providers, lan) = providers(args)?;
+    let revocations = std::fs::read_to_string(revocations_path(&data_dir))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            base64::engine::general_purpose::STANDARD
+                .decode(l.trim())
+                .ok()
+        })
+        .collect();
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| key.did().to_string().chars().rev().take(8).collect());
+    let metrics_addr = args.metrics;
+    let cfg = NodeConfig {
+        key,
+        token,
+        name,
+        substrate,
+        capabilities: capabilities(substrate),
+        resources: Resources::default(),
+        listen: args.listen.clone(),
+        providers,
+        discovery_interval: Duration::from_secs(args.discovery_interval.max(1)),
+        gossip: None,
+        net: NetConfig {
+            mdns: lan,
+            ..NetConfig::default()
+        },
+        address_book: Default::default(),
+        limits: Default::default(),
+        revocations,
+        revocation_log: Some(revocations_path(&data_dir)),
+        registry: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| file_err(&data_dir, e))?;
+    rt.block_on(async move {
+        let registry = metrics_addr.map(|_| Registry::default());
+        let (node, task) = omega_p2p::spawn(NodeConfig { registry, ..cfg })?;
+        let listener = crate::api::bind(&data_dir)
+            .map_err(|e| file_err(&crate::api::socket_path(&data_dir), e))?;
+        tokio::spawn(crate::api::serve(listener, node.clone()));
+        if let Some(addr) = metrics_addr {
+            tokio::spawn(serve_metrics(addr, node.clone()));
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| DaemonError::Usage(format!("signal handler: {e}")))?;
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        }
+        let _ = node.request(Command::Shutdown).await;
+        let _ = task.await;
+        let _ = std::fs::remove_file(crate::api::socket_path(&data_dir));
+        Ok(())
+    })
+}
+
+async fn serve_metrics(addr: SocketAddr, node: omega_p2p::NodeHandle) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(%addr, "metrics: cannot listen: {e}");
+            return;
+        }
+    };
+    info!(%addr, "serving metrics");
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        let mut buf = [0u8; 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+        let body = node.request(Command::Metrics).await.unwrap_or_default();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.write_all(body.as_bytes()).await;
+        let _ = s.shutdown().await;
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,omega_p2p=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,185 @@
+//! The composed libp2p behaviour of an Omega node and how it is built.
+
+use std::time::Duration;
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, connection_limits, gossipsub, identify, identity, kad, mdns, ping,
+    request_response,
+};
+
+use crate::codec::BytesCodec;
+
+/// The admission protocol.
+pub const JOIN_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/join/1");
+/// The membership (SWIM) protocol: one gossip-core message per request.
+pub const SWIM_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/swim/1");
+/// The Kademlia protocol of Omega meshes (kept apart from the public IPFS DHT).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/kad/1");
+/// identify's protocol version string.
+pub const PROTOCOL_VERSION: &str = "/omega/1";
+
+/// Limits of the libp2p side of a node. Every one has a defined behaviour
+/// when hit: connections beyond a limit are refused by the swarm, messages
+/// beyond a size fail their stream, queued messages beyond a count drop the oldest.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Most established connections. Default 256.
+    pub max_connections: u32,
+    /// Most established connections per peer. Default 2.
+    pub max_connections_per_peer: u32,
+    /// Most pending incoming connections (handshakes in flight). Default 64.
+    pub max_pending_incoming: u32,
+    /// Largest join request or response. Default 8 KiB.
+    pub max_join_message: usize,
+    /// Largest membership message. Default 64 KiB.
+    pub max_swim_message: usize,
+    /// Largest gossipsub message. Default 64 KiB.
+    pub max_gossipsub_message: usize,
+    /// Most concurrent request streams per protocol. Default 64.
+    pub max_concurrent_streams: usize,
+    /// Request timeout. Default 5 s.
+    pub request_timeout: Duration,
+    /// How long an idle connection is kept. Default 60 s.
+    pub idle_connection_timeout: Duration,
+    /// Run mDNS (only with `--discover lan`). Default off.
+    pub mdns: bool,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_connections_per_peer: 2,
+            max_pending_incoming: 64,
+            max_join_message: crate::join::MAX_TOKEN_LEN,
+            max_swim_message: 64 * 1024,
+            max_gossipsub_message: 64 * 1024,
+            max_concurrent_streams: 64,
+            request_timeout: Duration::from_secs(5),
+            idle_connection_timeout: Duration::from_secs(60),
+            mdns: false,
+        }
+    }
+}
+
+/// Every protocol an Omega node speaks.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) join: request_response::Behaviour<BytesCodec>,
+    pub(crate) swim: request_response::Behaviour<BytesCodec>,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// Why the behaviour could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// gossipsub rejected its configuration.
+    #[error("gossipsub: {0}")]
+    Gossipsub(String),
+    /// mDNS could not start.
+    #[error("mdns: {0}")]
+    Mdns(#[from] std::io::Error),
+}
+
+fn rr(
+    protocol: StreamProtocol,
+    max_size: usize,
+    cfg: &NetConfig,
+) -> request_response::Behaviour<BytesCodec> {
+    request_response::Behaviour::with_codec(
+        BytesCodec { max_size },
+        [(protocol, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(cfg.request_timeout)
+            .with_max_concurrent_streams(cfg.max_concurrent_streams),
+    )
+}
+
+/// Peer-score parameters: an invalid message (P4) costs a lot; a peer whose
+/// score sinks below the graylist threshold is ignored entirely.
+fn score_params(
+    topic: &gossipsub::IdentTopic,
+) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let mut params = gossipsub::PeerScoreParams::default();
+    let topic_params = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.9,
+        ..Default::default()
+    };
+    params.topics.insert(topic.hash(), topic_params);
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: -10.0,
+        publish_threshold: -50.0,
+        graylist_threshold: -80.0,
+        accept_px_threshold: 10.0,
+        opportunistic_graft_threshold: 20.0,
+    };
+    (params, thresholds)
+}
+
+impl Behaviour {
+    pub(crate) fn new(
+        key: &identity::Keypair,
+        cfg: &NetConfig,
+        topic: &gossipsub::IdentTopic,
+    ) -> Result<Self, BuildError> {
+        let peer_id = key.public().to_peer_id();
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(cfg.max_connections))
+            .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
+            .with_max_pending_incoming(Some(cfg.max_pending_incoming));
+        let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
+        kad_cfg.set_kbucket_inserts(kad::BucketInserts::Manual);
+        kad_cfg.set_periodic_bootstrap_interval(Some(Duration::from_secs(60)));
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+        kad.set_mode(Some(kad::Mode::Server));
+        let gs_cfg = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .validate_messages()
+            .max_transmit_size(cfg.max_gossipsub_message)
+            .heartbeat_interval(Duration::from_secs(1))
+            .build()
+            .map_err(|e| BuildError::Gossipsub(e.to_string()))?;
+        let mut gossipsub =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_cfg)
+                .map_err(|e| BuildError::Gossipsub(e.to_owned()))?;
+        let (params, thresholds) = score_params(topic);
+        gossipsub
+            .with_peer_score(params, thresholds)
+            .map_err(BuildError::Gossipsub)?;
+        gossipsub
+            .subscribe(topic)
+            .map_err(|e| BuildError::Gossipsub(e.to_string()))?;
+        let mdns = if cfg.mdns {
+            Some(mdns::tokio::Behaviour::new(
+                mdns::Config::default(),
+                peer_id,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            limits: connection_limits::Behaviour::new(limits),
+            identify: identify::Behaviour::new(identify::Config::new(
+                PROTOCOL_VERSION.into(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::new(ping::Config::new()),
+            join: rr(JOIN_PROTOCOL, cfg.max_join_message, cfg),
+            swim: rr(SWIM_PROTOCOL, cfg.max_swim_message, cfg),
+            kad,
+            gossipsub,
+            mdns: mdns.into(),
+        })
+    }
+}
