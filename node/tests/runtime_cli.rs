@@ -2,29 +2,12 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-/// Build `examples/branes` once per test run (cargo's lock serialises
-/// concurrent builds) and return the directory of the `.wasm` files.
-fn guests() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/branes");
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../guests");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building examples/branes failed");
-        target.join("wasm32-wasip2/release")
-    })
-}
+#[path = "../../runtime/tests/common/guests.rs"]
+mod guests;
+use guests::guests;
 
 fn wasm(name: &str) -> String {
     guests().join(format!("{name}.wasm")).display().to_string()

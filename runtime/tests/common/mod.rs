@@ -3,29 +3,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 
-/// Build `examples/branes` (once per process; cargo's lock serialises
-/// concurrent test binaries) and return the directory of the `.wasm` files.
-pub fn guests() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/branes");
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../guests");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building examples/branes failed");
-        target.join("wasm32-wasip2/release")
-    })
-}
+mod guests;
+pub(crate) use guests::guests;
 
 /// The bytes of one example brane.
 pub fn guest(name: &str) -> Vec<u8> {
