@@ -8,12 +8,17 @@
 //! - the lines after it are the expected output: each must match a line of the
 //!   command's stdout+stderr, where `…` stands for any text;
 //! - every command must exit 0, except the last one of a block fenced
-//!   ```console,exit=N, which must exit N.
+//!   ```console,exit=N, which must exit N;
+//! - `$GUESTS` is the directory of the example branes built for
+//!   `wasm32-wasip2` (built once per test run).
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should abort the test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[path = "../../runtime/tests/common/guests.rs"]
+mod guests;
 
 struct Example {
     command: String,
@@ -118,7 +123,9 @@ fn run_page(name: &str) -> usize {
             .env("PATH", &path)
             .env("OMEGA_HOME", scratch.path().join("home"))
             .env("NO_COLOR", "1")
+            .env("GUESTS", guests::guests())
             .env_remove("OMEGA_KEY")
+            .env_remove("OMEGA_DATA_DIR")
             .output()
             .unwrap();
         let text = format!(
@@ -182,6 +189,10 @@ fn every_verb_has_a_tested_example() {
         "omega token inspect",
         "omega token verify",
         "omega token invoke",
+        "omega run",
+        "omega image push",
+        "omega image ls",
+        "omega bench coldstart",
     ] {
         assert!(
             commands.iter().any(|c| c.starts_with(verb)),
