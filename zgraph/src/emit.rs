@@ -90,6 +90,29 @@ fn manifest_value(plan: &Plan) -> J {
             }
             m.insert("limits".into(), J::Object(l));
         }
+        if !b.grants.is_empty() {
+            let g = &b.grants;
+            let mut m2 = Map::new();
+            if !g.dirs.is_empty() {
+                let dirs = g.dirs.iter().map(|d| {
+                    obj([
+                        ("host", d.host.as_str().into()),
+                        ("guest", d.guest.as_str().into()),
+                        ("mode", if d.writable { "rw" } else { "ro" }.into()),
+                    ])
+                });
+                m2.insert("dirs".into(), J::Array(dirs.collect()));
+            }
+            if !g.env.is_empty() {
+                let env = g.env.iter().map(|(k, v)| (k.clone(), J::from(v.as_str())));
+                m2.insert("env".into(), J::Object(env.collect()));
+            }
+            if !g.http.is_empty() {
+                m2.insert("http".into(), g.http.clone().into());
+            }
+            m2.insert("clocks".into(), g.clocks.into());
+            m.insert("grants".into(), J::Object(m2));
+        }
         branes.insert(name.clone(), J::Object(m));
     }
     top.insert("brane".into(), J::Object(branes));

@@ -76,6 +76,9 @@ pub enum ErrorKind {
     InvalidLimit,
     /// An edge `key` is not a valid routing key selector (`.field.sub`).
     InvalidKeySelector,
+    /// A value in `[brane.X.grants]` is not valid (a relative path, an
+    /// unknown `mode`, a bad HTTP host or environment variable name).
+    InvalidGrant,
     /// An `[event.X]` `schema` is not an object/table.
     SchemaNotObject,
     /// The manifest declares no brane.
@@ -115,6 +118,7 @@ impl ErrorKind {
         Self::InvalidImage,
         Self::InvalidLimit,
         Self::InvalidKeySelector,
+        Self::InvalidGrant,
         Self::SchemaNotObject,
         Self::NoBranes,
     ];
@@ -152,6 +156,7 @@ impl ErrorKind {
             Self::InvalidImage => "zgraph::invalid_image",
             Self::InvalidLimit => "zgraph::invalid_limit",
             Self::InvalidKeySelector => "zgraph::invalid_key_selector",
+            Self::InvalidGrant => "zgraph::invalid_grant",
             Self::SchemaNotObject => "zgraph::schema_not_object",
             Self::NoBranes => "zgraph::no_branes",
         }

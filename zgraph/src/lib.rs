@@ -63,8 +63,8 @@ use std::str::FromStr;
 pub use error::{Diagnostics, ErrorKind, ManifestError};
 pub use names::PeersGlob;
 pub use plan::{
-    Brane, Capability, Edge, EventType, Gpu, ImageRef, Limits, Plan, PlanHash, Replicas, Resolver,
-    ResolverMode, Substrate,
+    Brane, Capability, DirGrant, Edge, EventType, Gpu, Grants, ImageRef, Limits, Plan, PlanHash,
+    Replicas, Resolver, ResolverMode, Substrate,
 };
 
 /// The syntax a manifest is written in.

@@ -235,6 +235,42 @@ impl Limits {
     }
 }
 
+/// A host directory a brane may open (`[brane.NAME.grants] dirs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirGrant {
+    /// The directory on the host (an absolute path).
+    pub host: String,
+    /// Where the brane sees it (an absolute path, e.g. `/archive`).
+    pub guest: String,
+    /// `mode = "rw"`: the brane may create, write and remove files in it.
+    pub writable: bool,
+}
+
+/// What a brane may reach beyond its own memory (`[brane.NAME.grants]`).
+/// The default grants nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    /// Preopened directories, in manifest order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<DirGrant>,
+    /// Environment variables the brane sees.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Outbound HTTP allow-list: `host` or `host:port` (sorted, deduplicated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<String>,
+    /// Real wall and monotonic clocks (without it both read zero).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clocks: bool,
+}
+
+impl Grants {
+    /// True when nothing is granted.
+    pub fn is_empty(&self) -> bool {
+        *self == Grants::default()
+    }
+}
+
 /// One workload of the graph, with defaults filled in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Brane {
@@ -266,6 +302,9 @@ pub struct Brane {
     /// Resource limits.
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// Capability grants (files, environment, outbound HTTP, clocks).
+    #[serde(default, skip_serializing_if = "Grants::is_empty")]
+    pub grants: Grants,
 }
 
 /// A typed event edge: `from` emits events of type `on` that `to` handles.

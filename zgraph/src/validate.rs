@@ -10,8 +10,8 @@ use crate::ErrorKind;
 use crate::error::{Sink, Span};
 use crate::names::{self, did_you_mean};
 use crate::plan::{
-    Brane, Capability, Edge, EventType, Gpu, Limits, Plan, Replicas, Resolver, ResolverMode,
-    Substrate,
+    Brane, Capability, DirGrant, Edge, EventType, Gpu, Grants, Limits, Plan, Replicas, Resolver,
+    ResolverMode, Substrate,
 };
 use crate::syntax::{Key, Node, Value};
 
@@ -31,7 +31,10 @@ const BRANE_KEYS: &[&str] = &[
     "http",
     "config",
     "limits",
+    "grants",
 ];
+const GRANT_KEYS: &[&str] = &["dirs", "env", "http", "clocks"];
+const DIR_KEYS: &[&str] = &["host", "guest", "mode"];
 const LIMIT_KEYS: &[&str] = &["memory", "cpu_ms", "timeout_ms"];
 const GRAPH_KEYS: &[&str] = &["edges"];
 const EDGE_KEYS: &[&str] = &["from", "to", "on", "key"];
@@ -234,6 +237,7 @@ fn brane(name: &Key, node: &Node, sink: &mut Sink) -> Brane {
         http: false,
         config: BTreeMap::new(),
         limits: Limits::default(),
+        grants: Grants::default(),
     };
     let what = format!("brane `{}`", name.name);
     let Some(entries) = table(node, &what, sink) else {
@@ -352,6 +356,9 @@ fn brane(name: &Key, node: &Node, sink: &mut Sink) -> Brane {
     }
     if let Some((_, n)) = get(entries, "limits") {
         b.limits = limits(n, sink);
+    }
+    if let Some((_, n)) = get(entries, "grants") {
+        b.grants = grants(n, sink);
     }
     b
 }
@@ -507,6 +514,160 @@ fn positive(node: &Node, field: &str, sink: &mut Sink) -> Option<u64> {
         }
         _ => None,
     }
+}
+
+// ---------------------------------------------------------------- grants
+
+fn grants(node: &Node, sink: &mut Sink) -> Grants {
+    let mut out = Grants::default();
+    let Some(entries) = table(node, "`grants`", sink) else {
+        return out;
+    };
+    check_keys(entries, GRANT_KEYS, "in `grants`", sink);
+    if let Some((_, n)) = get(entries, "dirs") {
+        match &n.value {
+            Value::Array(items) => {
+                let mut guests = BTreeSet::new();
+                for item in items {
+                    if let Some(d) = dir_grant(item, sink) {
+                        if guests.insert(d.guest.clone()) {
+                            out.dirs.push(d);
+                        } else {
+                            sink.push(
+                                ErrorKind::InvalidGrant,
+                                item.span,
+                                format!("guest path `{}` is granted twice", d.guest),
+                            );
+                        }
+                    }
+                }
+            }
+            _ => wrong_type(n, "an array of directory grants", "`grants.dirs`", sink),
+        }
+    }
+    if let Some((_, n)) = get(entries, "env")
+        && let Some(vars) = table(n, "`grants.env`", sink)
+    {
+        for (k, v) in vars {
+            if k.name.is_empty() || k.name.contains(['=', '\0']) {
+                sink.push_help(
+                    ErrorKind::InvalidGrant,
+                    k.span,
+                    format!("invalid environment variable name `{}`", k.name),
+                    Some("names are non-empty and contain no `=` or NUL"),
+                );
+            }
+            if let Some(s) = string(v, &format!("env `{}`", k.name), sink) {
+                out.env.insert(k.name.clone(), s.to_owned());
+            }
+        }
+    }
+    if let Some((_, n)) = get(entries, "http") {
+        match &n.value {
+            Value::Array(items) => {
+                let mut hosts = BTreeSet::new();
+                for item in items {
+                    let Some(h) = string(item, "a `grants.http` entry", sink) else {
+                        continue;
+                    };
+                    if let Err(reason) = check_http_host(h) {
+                        sink.push_help(
+                            ErrorKind::InvalidGrant,
+                            item.span,
+                            format!("invalid HTTP host `{h}`: {reason}"),
+                            Some("write a host name or IP address, optionally with `:PORT` (`api.example.com`, `127.0.0.1:8080`)"),
+                        );
+                    }
+                    hosts.insert(h.to_owned());
+                }
+                out.http = hosts.into_iter().collect();
+            }
+            _ => wrong_type(n, "an array of hosts", "`grants.http`", sink),
+        }
+    }
+    if let Some((_, n)) = get(entries, "clocks") {
+        match n.value {
+            Value::Bool(v) => out.clocks = v,
+            _ => wrong_type(n, "a boolean", "`grants.clocks`", sink),
+        }
+    }
+    out
+}
+
+fn dir_grant(node: &Node, sink: &mut Sink) -> Option<DirGrant> {
+    let entries = table(node, "a directory grant", sink)?;
+    check_keys(entries, DIR_KEYS, "in a directory grant", sink);
+    let path = |name: &str, sink: &mut Sink| -> Option<String> {
+        let Some((_, n)) = get(entries, name) else {
+            missing(
+                name,
+                node.span,
+                "this directory grant",
+                sink,
+                "a directory grant is `{ host = \"/srv/data\", guest = \"/data\", mode = \"ro\" }`",
+            );
+            return None;
+        };
+        let s = string(n, &format!("directory grant `{name}`"), sink)?;
+        if !std::path::Path::new(s).is_absolute() || !s.starts_with('/') {
+            sink.push_help(
+                ErrorKind::InvalidGrant,
+                n.span,
+                format!("directory grant `{name}` `{s}` is not an absolute path"),
+                Some("write an absolute path starting with `/`"),
+            );
+            return None;
+        }
+        Some(s.to_owned())
+    };
+    let host = path("host", sink);
+    let guest = path("guest", sink);
+    let writable = match get(entries, "mode") {
+        None => Some(false),
+        Some((_, n)) => match string(n, "directory grant `mode`", sink)? {
+            "ro" => Some(false),
+            "rw" => Some(true),
+            other => {
+                sink.push_help(
+                    ErrorKind::InvalidGrant,
+                    n.span,
+                    format!("unknown directory grant mode `{other}`"),
+                    Some("allowed values: `ro` (read-only, the default), `rw` (read-write)"),
+                );
+                None
+            }
+        },
+    };
+    Some(DirGrant {
+        host: host?,
+        guest: guest?,
+        writable: writable?,
+    })
+}
+
+/// `host` or `host:port`, where host is a DNS name, an IPv4 address or a
+/// bracketed IPv6 address.
+fn check_http_host(s: &str) -> Result<(), String> {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, Some(p)),
+        _ => (s, None),
+    };
+    if let Some(p) = port {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 && !p.starts_with(['+', '0']) => {}
+            _ => return Err(format!("`{p}` is not a port (1 to 65535)")),
+        }
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| format!("`{v6}` is not an IPv6 address"));
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    names::check_dns_name(host)
 }
 
 // ---------------------------------------------------------------- graph

@@ -92,9 +92,10 @@ fn brane() -> impl Strategy<Value = Value> {
         proptest::option::of(any::<bool>()),
         proptest::collection::btree_map("[a-z_]{1,6}", "\\PC{0,10}", 0..3),
         proptest::option::of(prop_oneof![Just("128MiB"), Just("2GB"), Just("4096")]),
+        proptest::option::of(grants()),
     )
         .prop_map(
-            |(sub, frontier, replicas, image, peers, hosts, http, config, memory)| {
+            |(sub, frontier, replicas, image, peers, hosts, http, config, memory, grants)| {
                 let substrate = ["gaia", "biome", "habitat"][sub];
                 let frontier = frontier && substrate != "habitat";
                 let mut b = Map::new();
@@ -134,9 +135,61 @@ fn brane() -> impl Strategy<Value = Value> {
                 if let Some(memory) = memory {
                     b.insert("limits".into(), json!({ "memory": memory, "cpu_ms": 50 }));
                 }
+                if let Some(grants) = grants {
+                    b.insert("grants".into(), grants);
+                }
                 Value::Object(b)
             },
         )
+}
+
+fn grants() -> impl Strategy<Value = Value> {
+    (
+        proptest::collection::vec(
+            ("/[a-z]{1,6}(/[a-z0-9]{1,4})?", any::<bool>(), any::<bool>()),
+            0..3,
+        ),
+        proptest::collection::btree_map("[A-Z_]{1,6}", "\\PC{0,10}", 0..3),
+        proptest::collection::vec(
+            prop_oneof![
+                "[a-z]{1,6}\\.example\\.com",
+                (1u16..).prop_map(|p| format!("127.0.0.1:{p}")),
+            ],
+            0..3,
+        ),
+        proptest::option::of(any::<bool>()),
+    )
+        .prop_map(|(dirs, env, http, clocks)| {
+            let mut g = Map::new();
+            if !dirs.is_empty() {
+                let dirs: Vec<Value> = dirs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (host, rw, explicit))| {
+                        let mut d = Map::new();
+                        d.insert("host".into(), json!(host));
+                        d.insert("guest".into(), json!(format!("/g{i}")));
+                        if rw {
+                            d.insert("mode".into(), json!("rw"));
+                        } else if explicit {
+                            d.insert("mode".into(), json!("ro"));
+                        }
+                        Value::Object(d)
+                    })
+                    .collect();
+                g.insert("dirs".into(), json!(dirs));
+            }
+            if !env.is_empty() {
+                g.insert("env".into(), json!(env));
+            }
+            if !http.is_empty() {
+                g.insert("http".into(), json!(http));
+            }
+            if let Some(clocks) = clocks {
+                g.insert("clocks".into(), json!(clocks));
+            }
+            Value::Object(g)
+        })
 }
 
 fn manifest() -> impl Strategy<Value = Value> {
