@@ -11,6 +11,8 @@
 //!   grants, config): runs [`Event`]s and returns the [`Outcome`].
 //! - [`ImageStore`]: the content-addressed image store of the data dir, with
 //!   signed `name:tag` records.
+//! - [`HttpBrane`] and [`serve_http`]: `wasi:http/proxy` branes served over
+//!   HTTP/1.1, one fresh instance per request under the same limits.
 //! - [`Pipeline`]: a whole graph of branes in one process, events flowing
 //!   along edges in memory (`omega dev`).
 //! - [`bench`]: cold-start measurements (`omega bench coldstart`).
@@ -36,6 +38,7 @@ mod host;
 mod images;
 mod pipeline;
 mod runtime;
+mod serve;
 
 pub use cache::{CacheStatus, engine_fingerprint, entry_paths, write_atomic};
 pub use config::{
@@ -46,3 +49,4 @@ pub use event::{Emitted, Event, LogLevel, LogSink, Outcome, discard_logs};
 pub use images::{ImageRef, ImageStore, MAX_IMAGE_BYTES, StoredImage, TagRecord};
 pub use pipeline::{Delivery, Edge, Pipeline, PipelineReport};
 pub use runtime::{Brane, Image, Runtime};
+pub use serve::{HttpBody, HttpBrane, serve_http};

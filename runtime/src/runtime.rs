@@ -71,7 +71,7 @@ impl Slots {
         }
     }
 
-    fn acquire(self: &Arc<Self>, wait: bool) -> Result<SlotGuard, EventError> {
+    pub(crate) fn acquire(self: &Arc<Self>, wait: bool) -> Result<SlotGuard, EventError> {
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         while *free == 0 {
             if !wait {
@@ -289,6 +289,21 @@ impl Runtime {
         spec: BraneSpec,
         log: LogSink,
     ) -> Result<Brane, RuntimeError> {
+        self.check_limits(&spec)?;
+        let pre = self.brane_pre(image)?;
+        let mode = spec.mode;
+        let shared = shared(spec, log)?;
+        Ok(Brane {
+            pre,
+            shared,
+            slots: self.slots.clone(),
+            engine: self.engine.clone(),
+            warm: (mode == InstanceMode::KeepWarm).then(|| Mutex::new(None)),
+        })
+    }
+
+    /// Refuse limits above what the engine was sized for.
+    pub(crate) fn check_limits(&self, spec: &BraneSpec) -> Result<(), RuntimeError> {
         if spec.limits.memory_bytes > self.config.max_memory_bytes {
             return Err(RuntimeError::LimitTooHigh {
                 what: "memory",
@@ -296,24 +311,48 @@ impl Runtime {
                 max: self.config.max_memory_bytes,
             });
         }
-        let pre = self.brane_pre(image)?;
-        let shared = Arc::new(BraneShared {
-            wasi: WasiTemplate::new(&spec)?,
-            http_hosts: Arc::new(spec.grants.http_hosts.clone()),
-            name: spec.name,
-            config: spec.config,
-            limits: spec.limits,
-            emits: spec.emits,
-            log,
-        });
-        Ok(Brane {
-            pre,
-            shared,
-            slots: self.slots.clone(),
-            engine: self.engine.clone(),
-            warm: (spec.mode == InstanceMode::KeepWarm).then(|| Mutex::new(None)),
-        })
+        Ok(())
     }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+
+    pub(crate) fn slots(&self) -> &Arc<Slots> {
+        &self.slots
+    }
+}
+
+/// The per-brane state shared by all its instances: grants resolved once.
+pub(crate) fn shared(spec: BraneSpec, log: LogSink) -> Result<Arc<BraneShared>, RuntimeError> {
+    Ok(Arc::new(BraneShared {
+        wasi: WasiTemplate::new(&spec)?,
+        http_hosts: Arc::new(spec.grants.http_hosts.clone()),
+        name: spec.name,
+        config: spec.config,
+        limits: spec.limits,
+        emits: spec.emits,
+        log,
+    }))
+}
+
+/// A fresh store for one instance of a brane: its WASI context (only what
+/// was granted), memory/table limiter, and the epoch callback enforcing the
+/// CPU and wall-clock limits. The call clock starts now.
+pub(crate) fn new_store(
+    engine: &Engine,
+    shared: &Arc<BraneShared>,
+) -> Result<Store<HostState>, EventError> {
+    let state = HostState::new(shared.clone()).map_err(EventError::Instantiate)?;
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_callback(|ctx| match ctx.data().check_time() {
+        Ok(()) => Ok(UpdateDeadline::Continue(1)),
+        Err(hit) => Err(wasmtime::Error::new(hit)),
+    });
+    store.set_epoch_deadline(1);
+    store.data_mut().begin_call();
+    Ok(store)
 }
 
 /// The first 8 bytes of a component binary: magic, version 0x0d, layer 1.
@@ -415,15 +454,7 @@ impl Brane {
     }
 
     fn instantiate(&self) -> Result<(Store<HostState>, BraneWorld), EventError> {
-        let state = HostState::new(self.shared.clone()).map_err(EventError::Instantiate)?;
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_callback(|ctx| match ctx.data().check_time() {
-            Ok(()) => Ok(UpdateDeadline::Continue(1)),
-            Err(hit) => Err(wasmtime::Error::new(hit)),
-        });
-        store.set_epoch_deadline(1);
-        store.data_mut().begin_call();
+        let mut store = new_store(&self.engine, &self.shared)?;
         let instance = self.pre.instantiate(&mut store).map_err(|e| {
             classify(&e).unwrap_or_else(|| EventError::Instantiate(format!("{e:#}")))
         })?;
@@ -478,7 +509,7 @@ pub(crate) fn wit_event(event: &Event) -> handler::Event {
 }
 
 /// Name the limit or trap behind a Wasmtime error, if it is one.
-fn classify(e: &wasmtime::Error) -> Option<EventError> {
+pub(crate) fn classify(e: &wasmtime::Error) -> Option<EventError> {
     let kind = if let Some(hit) = e.downcast_ref::<LimitHit>() {
         hit.0
     } else if let Some(trap) = e.downcast_ref::<Trap>() {

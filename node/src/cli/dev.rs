@@ -1,12 +1,15 @@
 //! `omega dev MANIFEST`: the whole graph in one process. Every standard
 //! brane runs locally; events flow along the edges in memory; type rules
 //! are enforced (a brane emits only its outgoing edges' types); logs stream
-//! to stderr tagged with brane names. Frontier branes, and HTTP branes for
-//! now, are reported as skipped with the reason.
+//! to stderr tagged with brane names. Frontier branes are reported as
+//! skipped with the reason. HTTP branes (`http = true`) are served on
+//! loopback (`--http-listen`), one fresh instance per request, until Ctrl-C
+//! or `--serve-for SECS`.
 //!
 //! Images: `--image NAME:TAG=PATH.wasm` overrides, else the local image
-//! store (`omega image push`). Grants are flags for now (`--dir`,
-//! `--allow-http`), since the manifest has no grant syntax yet.
+//! store (`omega image push`). Grants come from each brane's
+//! `[brane.NAME.grants]` in the manifest; the `--dir` and `--allow-http`
+//! flags add to them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +21,7 @@ use omega_runtime::{BraneLimits, BraneSpec, Edge, Event, Grants, Pipeline};
 use omega_zgraph::{Capability, Format};
 use serde_json::json;
 
+use super::http_serve::{self, DEFAULT_LISTEN};
 use super::image::DataDir;
 use super::output::{CliError, Output};
 use super::run::{emitted_line, parse_dir, read_wasm, rt_err, split_pair, stderr_logs};
@@ -43,6 +47,14 @@ pub struct DevArgs {
     /// Allow a brane outbound HTTP to a host, `BRANE=HOST`.
     #[arg(long = "allow-http", value_name = "BRANE=HOST")]
     pub allow_http: Vec<String>,
+    /// Where to serve an `http = true` brane, `BRANE=127.0.0.1:PORT`
+    /// (loopback only). Default: 127.0.0.1 on an ephemeral port.
+    #[arg(long = "http-listen", value_name = "BRANE=ADDR")]
+    pub http_listen: Vec<String>,
+    /// With HTTP branes: stop serving after this many seconds instead of
+    /// at Ctrl-C.
+    #[arg(long = "serve-for", value_name = "SECS")]
+    pub serve_for: Option<u64>,
     /// Data directory (image store and precompiled cache).
     #[command(flatten)]
     pub data: DataDir,
@@ -85,6 +97,8 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
             on: e.on.clone(),
         })
         .collect();
+    let mut listen = http_serve::parse_listen(&args.http_listen)?;
+    let mut http = Vec::new();
     let rt = args.data.runtime()?;
     let mut pipeline = Pipeline::new(edges.clone(), MAX_EVENTS_PER_INJECT);
     let mut skipped = Vec::new();
@@ -93,13 +107,6 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
             skipped.push((
                 bname.clone(),
                 "frontier (microVM) branes do not run in omega dev".to_string(),
-            ));
-            continue;
-        }
-        if b.http {
-            skipped.push((
-                bname.clone(),
-                "wasi:http serving is not in omega dev yet".to_string(),
             ));
             continue;
         }
@@ -146,14 +153,27 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
             name: bname.clone(),
             config: b.config.clone(),
             limits,
-            grants: grants.remove(bname.as_str()).unwrap_or_default(),
+            grants: merge_grants(&b.grants, grants.remove(bname.as_str()).unwrap_or_default()),
             emits: Some(Pipeline::emits_of(&edges, bname)),
             ..BraneSpec::default()
         };
+        if b.http {
+            let brane = rt
+                .http_brane(&image, spec, stderr_logs())
+                .map_err(|e| CliError::plain(format!("brane {bname}: {e}")))?;
+            let addr = listen.remove(bname.as_str()).unwrap_or(DEFAULT_LISTEN);
+            http.push(http_serve::bind(brane, addr, out)?);
+            continue;
+        }
         let brane = rt
             .brane(&image, spec, stderr_logs())
             .map_err(|e| CliError::plain(format!("brane {bname}: {e}")))?;
         pipeline.add(brane);
+    }
+    if let Some(unknown) = listen.keys().next() {
+        return Err(CliError::plain(format!(
+            "--http-listen for unknown, skipped or non-HTTP brane {unknown}"
+        )));
     }
     if let Some(unknown) = grants.keys().next() {
         return Err(CliError::plain(format!(
@@ -231,6 +251,7 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
                 "ok": failures == 0,
                 "deliveries": deliveries,
                 "skipped": skipped.iter().map(|(b, w)| json!({"brane": b, "reason": w})).collect::<Vec<_>>(),
+                "serving": http.iter().map(|s| json!({"brane": s.name(), "url": s.url()})).collect::<Vec<_>>(),
             }),
         );
     } else {
@@ -240,9 +261,39 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
             skipped.len()
         );
     }
+    http_serve::serve(http, args.serve_for)?;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// A brane's manifest grants with the `--dir`/`--allow-http` flags' grants
+/// added after them.
+fn merge_grants(manifest: &omega_zgraph::Grants, flags: Grants) -> Grants {
+    let mut g = flags;
+    let mut dirs: Vec<omega_runtime::DirGrant> = manifest
+        .dirs
+        .iter()
+        .map(|d| omega_runtime::DirGrant {
+            host: PathBuf::from(&d.host),
+            guest: d.guest.clone(),
+            writable: d.writable,
+        })
+        .collect();
+    dirs.append(&mut g.dirs);
+    g.dirs = dirs;
+    for (k, v) in &manifest.env {
+        g.env.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let mut http = manifest.http.clone();
+    for h in std::mem::take(&mut g.http_hosts) {
+        if !http.contains(&h) {
+            http.push(h);
+        }
+    }
+    g.http_hosts = http;
+    g.clocks |= manifest.clocks;
+    g
 }

@@ -14,6 +14,7 @@
 
 mod bench;
 mod dev;
+mod http_serve;
 mod id;
 mod image;
 mod manifest;
