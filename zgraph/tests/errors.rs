@@ -1,37 +1,9 @@
 //! One test per error class: the exact kind and the exact `line:col`.
 
-use omega_zgraph::{Diagnostics, ErrorKind, Format, ManifestError, load};
+mod common;
 
-fn diagnostics(source: &str, format: Format) -> Diagnostics {
-    match load(source, "test.zgraph", format) {
-        Ok(plan) => panic!("expected errors, got a plan: {plan:?}"),
-        Err(d) => d,
-    }
-}
-
-/// The single error of a manifest (fails if there are several).
-fn only(source: &str, format: Format) -> ManifestError {
-    let d = diagnostics(source, format);
-    assert_eq!(d.errors().len(), 1, "expected one error, got:\n{d}");
-    d.errors()[0].clone()
-}
-
-#[track_caller]
-fn check_fmt(
-    source: &str,
-    format: Format,
-    kind: ErrorKind,
-    line: usize,
-    column: usize,
-) -> ManifestError {
-    let e = only(source, format);
-    assert_eq!(
-        (e.kind, e.line, e.column),
-        (kind, line, column),
-        "wrong error: {e}"
-    );
-    e
-}
+use common::{check_fmt, diagnostics};
+use omega_zgraph::{ErrorKind, Format, ManifestError, load};
 
 #[track_caller]
 fn check(source: &str, kind: ErrorKind, line: usize, column: usize) -> ManifestError {

@@ -1,6 +1,9 @@
 //! `[brane.NAME.grants]`: valid grants in every syntax, and one test per
 //! invalid class with the exact kind and `line:col`.
 
+mod common;
+
+use common::check_fmt;
 use omega_zgraph::{DirGrant, ErrorKind, Format, ManifestError, Plan, load};
 
 const TOML: &str = r#"[brane.archive]
@@ -97,28 +100,6 @@ fn no_grants_grant_nothing_and_do_not_change_the_hash() {
 // ------------------------------------------------------------ errors
 
 const HEAD: &str = "[brane.a]\nsubstrate = \"gaia\"\n[brane.a.grants]\n";
-
-#[track_caller]
-fn check_fmt(
-    source: &str,
-    format: Format,
-    kind: ErrorKind,
-    line: usize,
-    column: usize,
-) -> ManifestError {
-    let d = match load(source, "test.zgraph", format) {
-        Ok(plan) => panic!("expected errors, got a plan: {plan:?}"),
-        Err(d) => d,
-    };
-    assert_eq!(d.errors().len(), 1, "expected one error, got:\n{d}");
-    let e = d.errors()[0].clone();
-    assert_eq!(
-        (e.kind, e.line, e.column),
-        (kind, line, column),
-        "wrong error: {e}"
-    );
-    e
-}
 
 #[track_caller]
 fn check(body: &str, kind: ErrorKind, line: usize, column: usize) -> ManifestError {
