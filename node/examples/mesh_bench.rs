@@ -35,13 +35,27 @@ fn json(omega: &PathBuf, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+/// A `KEY:   N kB` field of a /proc file, in KiB.
+fn proc_kib(path: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Memory of a process, KiB: (RSS, anonymous RSS, file-backed RSS, PSS).
+/// File-backed pages are mostly the `omega` binary's code, shared by every
+/// daemon on the host and reclaimable; PSS divides shared pages among the
+/// processes mapping them.
+fn memory_kib(pid: u32) -> (u64, u64, u64, u64) {
+    let status = format!("/proc/{pid}/status");
+    (
+        proc_kib(&status, "VmRSS"),
+        proc_kib(&status, "RssAnon"),
+        proc_kib(&status, "RssFile"),
+        proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss"),
+    )
 }
 
 struct Node {
@@ -178,8 +192,15 @@ fn main() {
 
     println!("omega mesh benchmark: 3 daemons on loopback (QUIC), idle {idle} s");
     println!(
-        "{:<6} {:>16} {:>22} {:>14} {:>18}",
-        "node", "RSS after idle", "start->admitted (wall)", "(in-process)", "swim bytes/s sent"
+        "{:<6} {:>16} {:>12} {:>12} {:>12} {:>22} {:>14} {:>18}",
+        "node",
+        "RSS after idle",
+        "anon",
+        "file",
+        "PSS",
+        "start->admitted (wall)",
+        "(in-process)",
+        "swim bytes/s sent"
     );
     for (i, n) in nodes.iter().enumerate() {
         let adm = if i == 0 {
@@ -189,10 +210,14 @@ fn main() {
             (format!("{} ms", wall.as_millis()), format!("{internal} ms"))
         };
         let rate = (after[i] - before[i]) as f64 / window.as_secs_f64();
+        let (rss, anon, file, pss) = memory_kib(n.child.id());
         println!(
-            "{:<6} {:>12} KiB {:>22} {:>14} {:>18.0}",
+            "{:<6} {:>12} KiB {:>8} KiB {:>8} KiB {:>8} KiB {:>22} {:>14} {:>18.0}",
             format!("n{}", i + 1),
-            rss_kib(n.child.id()),
+            rss,
+            anon,
+            file,
+            pss,
             adm.0,
             adm.1,
             rate

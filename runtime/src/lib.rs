@@ -34,6 +34,7 @@ mod cache;
 mod config;
 mod error;
 mod event;
+pub mod frontier;
 mod host;
 mod images;
 mod pipeline;

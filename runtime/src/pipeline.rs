@@ -4,12 +4,48 @@
 //! Type rules: a brane may only emit the types of its outgoing edges (the
 //! host refuses others, see [`crate::BraneSpec::emits`]), and an event only
 //! reaches the branes whose incoming edge has its type.
+//!
+//! A pipeline holds standard branes ([`Pipeline::add`]) and frontier
+//! branes — a booted microVM behind [`crate::frontier::Vm`]
+//! ([`Pipeline::add_frontier`]) — alike: events flow standard → frontier →
+//! standard with the same rules. Dropping the pipeline stops its VMs.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 
 use crate::error::EventError;
 use crate::event::{Emitted, Event};
+use crate::frontier::Vm;
 use crate::runtime::Brane;
+
+/// One brane of a pipeline.
+enum Member {
+    Standard(Brane),
+    Frontier(Mutex<Box<dyn Vm>>),
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Standard(b) => b.fmt(f),
+            Self::Frontier(_) => f.write_str("Frontier(..)"),
+        }
+    }
+}
+
+impl Member {
+    fn handle(&self, event: &Event) -> Result<Vec<Emitted>, EventError> {
+        match self {
+            Self::Standard(b) => b.handle(event).map(|o| o.emitted),
+            Self::Frontier(vm) => match vm.lock() {
+                Ok(mut vm) => vm.handle(event).map(|o| o.emitted),
+                Err(_) => Err(EventError::Instantiate(
+                    "frontier VM lock poisoned by an earlier panic".into(),
+                )),
+            },
+        }
+    }
+}
 
 /// A manifest edge: `from` emits `on`, delivered to `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +91,7 @@ impl PipelineReport {
 /// Branes and edges run together in one process.
 #[derive(Debug)]
 pub struct Pipeline {
-    branes: BTreeMap<String, Brane>,
+    branes: BTreeMap<String, Member>,
     edges: Vec<Edge>,
     max_events: usize,
 }
@@ -85,7 +121,15 @@ impl Pipeline {
 
     /// Add a prepared brane (its name must match the edges' names).
     pub fn add(&mut self, brane: Brane) {
-        self.branes.insert(brane.name().to_string(), brane);
+        self.branes
+            .insert(brane.name().to_string(), Member::Standard(brane));
+    }
+
+    /// Add a frontier brane: a booted microVM running the brane's workload
+    /// (its `emits` must be [`Pipeline::emits_of`] the brane).
+    pub fn add_frontier(&mut self, name: impl Into<String>, vm: Box<dyn Vm>) {
+        self.branes
+            .insert(name.into(), Member::Frontier(Mutex::new(vm)));
     }
 
     /// Names of the branes running here.
@@ -114,7 +158,7 @@ impl Pipeline {
                 break;
             }
             delivered += 1;
-            let result = brane.handle(&event).map(|o| o.emitted);
+            let result = brane.handle(&event);
             if let Ok(emitted) = &result {
                 for (i, e) in emitted.iter().enumerate() {
                     for edge in self.edges.iter().filter(|x| x.from == to && x.on == e.ty) {

@@ -1,8 +1,13 @@
 //! `omega dev MANIFEST`: the whole graph in one process. Every standard
 //! brane runs locally; events flow along the edges in memory; type rules
 //! are enforced (a brane emits only its outgoing edges' types); logs stream
-//! to stderr tagged with brane names. Frontier branes are reported as
-//! skipped with the reason. HTTP branes (`http = true`) are served on
+//! to stderr tagged with brane names. Frontier branes boot in a microVM
+//! when a backend is available (`--frontier-backend`, default `auto`:
+//! QEMU with KVM if a measured boot says it is usable, else TCG) from
+//! their guest image (`--guest NAME=DIR`, else the store: `omega guest
+//! push`), and events flow standard → frontier → standard; without a
+//! backend they are reported as skipped with the reason, and
+//! `gpu = "passthrough"` without a GPU to pass through is refused. HTTP branes (`http = true`) are served on
 //! loopback (`--http-listen`), one fresh instance per request, until Ctrl-C
 //! or `--serve-for SECS`.
 //!
@@ -17,8 +22,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use omega_runtime::frontier::gpu::select_passthrough;
+use omega_runtime::frontier::image::{GuestStore, guest_ref, open_guest_dir};
+use omega_runtime::frontier::qemu::{Accel, QemuBackend, QemuConfig};
+use omega_runtime::frontier::{Backend, VmSpec, reclaim_orphans};
 use omega_runtime::{BraneLimits, BraneSpec, Edge, Event, Grants, Pipeline};
-use omega_zgraph::{Capability, Format};
+use omega_zgraph::{Capability, Format, Gpu};
 use serde_json::json;
 
 use super::http_serve::{self, DEFAULT_LISTEN};
@@ -55,9 +64,184 @@ pub struct DevArgs {
     /// at Ctrl-C.
     #[arg(long = "serve-for", value_name = "SECS")]
     pub serve_for: Option<u64>,
+    /// Frontier (microVM) backend: `auto` (QEMU, KVM only if a measured
+    /// boot says it is usable, else TCG), `qemu-tcg`, `qemu-kvm`, or `none`
+    /// (skip frontier branes).
+    #[arg(
+        long = "frontier-backend",
+        value_name = "BACKEND",
+        default_value = "auto"
+    )]
+    pub frontier_backend: String,
+    /// Use a built guest directory for a guest name, `NAME=DIR` (`omega
+    /// guest build` output). Default: the image store (`omega guest push`).
+    #[arg(long = "guest", value_name = "NAME=DIR")]
+    pub guests: Vec<String>,
     /// Data directory (image store and precompiled cache).
     #[command(flatten)]
     pub data: DataDir,
+}
+
+/// Bound of the KVM probe boot (a usable KVM boots the kernel in well
+/// under a second).
+const KVM_PROBE_BOUND: Duration = Duration::from_secs(15);
+/// Bound of the TCG probe boot.
+const TCG_PROBE_BOUND: Duration = Duration::from_secs(120);
+/// Boot timeout of a frontier brane (TCG is slow).
+const FRONTIER_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The frontier backend of one `omega dev` run, chosen on first use.
+struct Frontier {
+    choice: String,
+    backend: Option<Result<QemuBackend, String>>,
+}
+
+impl Frontier {
+    fn new(choice: &str) -> Result<Self, CliError> {
+        if !["auto", "qemu-tcg", "qemu-kvm", "none"].contains(&choice) {
+            return Err(CliError::invalid(
+                format!("unknown --frontier-backend {choice:?}"),
+                "use auto, qemu-tcg, qemu-kvm or none",
+            ));
+        }
+        Ok(Self {
+            choice: choice.to_string(),
+            backend: None,
+        })
+    }
+
+    fn backend(&mut self, data: &DataDir) -> Result<&QemuBackend, String> {
+        let choice = self.choice.clone();
+        let b = self.backend.get_or_insert_with(|| {
+            let run_root = data.path().join("frontier-run");
+            if let Ok(n) = reclaim_orphans(&run_root)
+                && n > 0
+            {
+                eprintln!("[omega] reclaimed {n} microVM(s) left by a crashed run");
+            }
+            let config = QemuConfig {
+                run_root,
+                log: stderr_logs(),
+                ..QemuConfig::default()
+            };
+            let with = |accel| {
+                QemuBackend::new(QemuConfig {
+                    accel,
+                    ..config.clone()
+                })
+            };
+            match choice.as_str() {
+                "qemu-tcg" => Ok(with(Accel::Tcg)),
+                "qemu-kvm" => Ok(with(Accel::Kvm)),
+                "auto" => {
+                    let mut reasons = Vec::new();
+                    for (accel, bound) in
+                        [(Accel::Kvm, KVM_PROBE_BOUND), (Accel::Tcg, TCG_PROBE_BOUND)]
+                    {
+                        let b = with(accel);
+                        let r = b.probe(bound);
+                        eprintln!(
+                            "[omega] frontier probe {}: {} ({})",
+                            r.backend,
+                            if r.usable { "usable" } else { "not usable" },
+                            r.reason
+                        );
+                        if r.usable {
+                            return Ok(b);
+                        }
+                        reasons.push(format!("{}: {}", r.backend, r.reason));
+                    }
+                    Err(format!("no microVM backend here ({})", reasons.join("; ")))
+                }
+                _ => Err("disabled by --frontier-backend none".into()),
+            }
+        });
+        b.as_ref().map_err(Clone::clone)
+    }
+
+    /// Boot one frontier brane; `Ok(Err(why))` means skipped (or refused).
+    fn boot(
+        &mut self,
+        bname: &str,
+        b: &omega_zgraph::Brane,
+        edges: &[Edge],
+        guests: &BTreeMap<&str, &str>,
+        data: &DataDir,
+    ) -> Result<Result<Box<dyn omega_runtime::frontier::Vm>, String>, CliError> {
+        if self.choice == "none" {
+            return Ok(Err("disabled by --frontier-backend none".into()));
+        }
+        let Some(guest) = b.guest.as_deref() else {
+            return Ok(Err(
+                "frontier brane without a guest image (guest = \"NAME\")".into(),
+            ));
+        };
+        let gpu = if b.gpu == Gpu::Passthrough {
+            match select_passthrough(std::path::Path::new("/sys")) {
+                Ok(a) => Some(a),
+                Err(refusal) => return Ok(Err(refusal.to_string())),
+            }
+        } else {
+            None
+        };
+        let image = match guests.get(guest) {
+            Some(dir) => open_guest_dir(std::path::Path::new(dir)).map_err(|e| {
+                CliError::invalid(
+                    format!("brane {bname}: --guest {guest}={dir}: {e}"),
+                    "point it at an `omega guest build --out DIR` directory",
+                )
+            })?,
+            None => {
+                let resolved = GuestStore::open(data.path().join("images"))
+                    .and_then(|s| s.resolve(&guest_ref(guest)?));
+                match resolved {
+                    Ok(image) => image,
+                    Err(e) => {
+                        return Ok(Err(format!("{e}; or pass --guest {guest}=DIR")));
+                    }
+                }
+            }
+        };
+        let backend = match self.backend(data) {
+            Ok(b) => b,
+            Err(why) => return Ok(Err(why)),
+        };
+        let workload = match b.config.get("workload") {
+            Some(w) => w.split_whitespace().map(String::from).collect(),
+            None => image.workload.clone(),
+        };
+        let memory_mib = b
+            .limits
+            .memory_bytes
+            .map_or(256, |m| u32::try_from(m >> 20).unwrap_or(u32::MAX));
+        let spec = VmSpec {
+            name: bname.to_string(),
+            kernel: image.kernel,
+            initrd: Some(image.initrd),
+            rootfs: None,
+            cmdline: image.cmdline,
+            vcpus: 1,
+            memory_mib,
+            max_disk_bytes: 0,
+            boot_timeout: FRONTIER_BOOT_TIMEOUT,
+            event_timeout: b
+                .limits
+                .timeout_ms
+                .map_or(BraneLimits::default().timeout, Duration::from_millis),
+            workload,
+            emits: Pipeline::emits_of(edges, bname),
+        };
+        let vm = backend
+            .boot_vm(&spec, gpu)
+            .map_err(|e| CliError::plain(format!("brane {bname}: {e}")))?;
+        eprintln!(
+            "[omega] {bname}: {} microVM ready in {} ms ({})",
+            backend.name(),
+            vm.booted_in().as_millis(),
+            vm.agent()
+        );
+        Ok(Ok(Box::new(vm)))
+    }
 }
 
 /// Run `omega dev`.
@@ -102,12 +286,20 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
     let rt = args.data.runtime()?;
     let mut pipeline = Pipeline::new(edges.clone(), MAX_EVENTS_PER_INJECT);
     let mut skipped = Vec::new();
+    let guests: BTreeMap<&str, &str> = args
+        .guests
+        .iter()
+        .map(|s| split_pair(s, "--guest NAME=DIR"))
+        .collect::<Result<_, _>>()?;
+    let mut frontier = Frontier::new(&args.frontier_backend)?;
     for (bname, b) in plan.branes() {
         if b.capability == Capability::Frontier {
-            skipped.push((
-                bname.clone(),
-                "frontier (microVM) branes do not run in omega dev".to_string(),
-            ));
+            match frontier.boot(bname, b, &edges, &guests, &args.data)? {
+                Ok(vm) => pipeline.add_frontier(bname.clone(), vm),
+                Err(why) => {
+                    skipped.push((bname.clone(), format!("frontier (microVM) brane: {why}")))
+                }
+            }
             continue;
         }
         let Some(image_ref) = &b.image else {

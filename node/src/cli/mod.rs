@@ -14,6 +14,7 @@
 
 mod bench;
 mod dev;
+mod guest;
 mod http_serve;
 mod id;
 mod image;
@@ -83,6 +84,9 @@ pub enum Command {
     /// Benchmarks that print tables (`coldstart`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Build, store and probe guest images of frontier (microVM) branes.
+    #[command(subcommand)]
+    Guest(guest::GuestCommand),
 }
 
 /// Parse the process arguments, run the verb, print, and return the exit code.
@@ -126,5 +130,6 @@ pub fn run(cli: &Cli, out: &Output) -> Result<ExitCode, CliError> {
         Command::Dev(args) => dev::run(args, out),
         Command::Image(cmd) => image::run(cmd, &key_path, out),
         Command::Bench(cmd) => bench::run(cmd, out),
+        Command::Guest(cmd) => guest::run(cmd, &key_path, out),
     }
 }
