@@ -1,9 +1,7 @@
-//! `omega-node`: the wiring of an Omega host — today the `omega` command-line
-//! tool over identities, capability tokens (ACTs) and ZGraph manifests.
-//!
-//! The daemon (`omega node`), its local API and durable storage arrive with
-//! the mesh work; they will live here too, since this crate is the only one
-//! that may depend on every other Omega crate.
+//! `omega-node`: the wiring of an Omega host — the `omega` command-line tool,
+//! the daemon (`omega node`: the p2p driver, the reconciler that runs what
+//! placement puts on this node, durable state in redb) and its local API.
+//! This crate is the only one that may depend on every other Omega crate.
 
 pub mod api;
 pub mod cli;

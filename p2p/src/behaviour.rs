@@ -15,6 +15,10 @@ use crate::codec::BytesCodec;
 pub const JOIN_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/join/1");
 /// The membership (SWIM) protocol: one gossip-core message per request.
 pub const SWIM_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/swim/1");
+/// Desired-state anti-entropy: a state vector in, the missing updates out.
+pub const STATE_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/state/1");
+/// Image transfer: one chunk of an image by content id per request.
+pub const IMAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/image/1");
 /// The Kademlia protocol of Omega meshes (kept apart from the public IPFS DHT).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/kad/1");
 /// identify's protocol version string.
@@ -37,6 +41,11 @@ pub struct NetConfig {
     pub max_swim_message: usize,
     /// Largest gossipsub message. Default 64 KiB.
     pub max_gossipsub_message: usize,
+    /// Largest anti-entropy request or response (a whole document diff).
+    /// Default 8 MiB + 1 KiB, the desired state's default update limit.
+    pub max_state_message: usize,
+    /// Largest image request or response (one chunk). Default 256 KiB + 1 KiB.
+    pub max_image_message: usize,
     /// Most concurrent request streams per protocol. Default 64.
     pub max_concurrent_streams: usize,
     /// Request timeout. Default 5 s.
@@ -56,6 +65,8 @@ impl Default for NetConfig {
             max_join_message: crate::join::MAX_TOKEN_LEN,
             max_swim_message: 64 * 1024,
             max_gossipsub_message: 64 * 1024,
+            max_state_message: (8 << 20) + 1024,
+            max_image_message: (256 << 10) + 1024,
             max_concurrent_streams: 64,
             request_timeout: Duration::from_secs(5),
             idle_connection_timeout: Duration::from_secs(60),
@@ -72,6 +83,8 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) join: request_response::Behaviour<BytesCodec>,
     pub(crate) swim: request_response::Behaviour<BytesCodec>,
+    pub(crate) state: request_response::Behaviour<BytesCodec>,
+    pub(crate) image: request_response::Behaviour<BytesCodec>,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
@@ -104,18 +117,26 @@ fn rr(
 }
 
 /// Peer-score parameters: an invalid message (P4) costs a lot; a peer whose
-/// score sinks below the graylist threshold is ignored entirely.
+/// score sinks below the graylist threshold is ignored entirely. The
+/// mesh-delivery-rate penalties (P3, P3b) are off: Omega's topics are quiet
+/// (an update per apply, a status every few seconds), so a delivery quota
+/// would punish honest peers, and gossipsub keeps scores of disconnected
+/// peers, so a restarted node would come back graylisted.
 fn score_params(
-    topic: &gossipsub::IdentTopic,
+    topics: &[&gossipsub::IdentTopic],
 ) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
     let mut params = gossipsub::PeerScoreParams::default();
-    let topic_params = gossipsub::TopicScoreParams {
-        topic_weight: 1.0,
-        invalid_message_deliveries_weight: -100.0,
-        invalid_message_deliveries_decay: 0.9,
-        ..Default::default()
-    };
-    params.topics.insert(topic.hash(), topic_params);
+    for topic in topics {
+        let topic_params = gossipsub::TopicScoreParams {
+            topic_weight: 1.0,
+            invalid_message_deliveries_weight: -100.0,
+            invalid_message_deliveries_decay: 0.9,
+            mesh_message_deliveries_weight: 0.0,
+            mesh_failure_penalty_weight: 0.0,
+            ..Default::default()
+        };
+        params.topics.insert(topic.hash(), topic_params);
+    }
     let thresholds = gossipsub::PeerScoreThresholds {
         gossip_threshold: -10.0,
         publish_threshold: -50.0,
@@ -130,7 +151,7 @@ impl Behaviour {
     pub(crate) fn new(
         key: &identity::Keypair,
         cfg: &NetConfig,
-        topic: &gossipsub::IdentTopic,
+        topics: &[&gossipsub::IdentTopic],
     ) -> Result<Self, BuildError> {
         let peer_id = key.public().to_peer_id();
         let limits = connection_limits::ConnectionLimits::default()
@@ -153,13 +174,15 @@ impl Behaviour {
         let mut gossipsub =
             gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_cfg)
                 .map_err(|e| BuildError::Gossipsub(e.to_owned()))?;
-        let (params, thresholds) = score_params(topic);
+        let (params, thresholds) = score_params(topics);
         gossipsub
             .with_peer_score(params, thresholds)
             .map_err(BuildError::Gossipsub)?;
-        gossipsub
-            .subscribe(topic)
-            .map_err(|e| BuildError::Gossipsub(e.to_string()))?;
+        for topic in topics {
+            gossipsub
+                .subscribe(*topic)
+                .map_err(|e| BuildError::Gossipsub(e.to_string()))?;
+        }
         let mdns = if cfg.mdns {
             Some(mdns::tokio::Behaviour::new(
                 mdns::Config::default(),
@@ -177,6 +200,8 @@ impl Behaviour {
             ping: ping::Behaviour::new(ping::Config::new()),
             join: rr(JOIN_PROTOCOL, cfg.max_join_message, cfg),
             swim: rr(SWIM_PROTOCOL, cfg.max_swim_message, cfg),
+            state: rr(STATE_PROTOCOL, cfg.max_state_message, cfg),
+            image: rr(IMAGE_PROTOCOL, cfg.max_image_message, cfg),
             kad,
             gossipsub,
             mdns: mdns.into(),

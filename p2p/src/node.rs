@@ -19,14 +19,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
+use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, noise, request_response, tcp, yamux,
 };
+use omega_gossip::desired::{
+    Change, DesiredRecord, Refusal as DesiredRefusal, Revocation, WriteError,
+};
 use omega_gossip::{
-    Admission, Capabilities, Event, LocalMember, MemberRecord, Membership, MeshId, NodeId, Profile,
-    Resources, State, Substrate,
+    Admission, Candidate, Capabilities, DesiredState, Event, Hlc, LocalMember, MemberRecord,
+    Membership, MeshId, NodeId, Profile, Resources, State, Substrate,
 };
 use omega_identity::chain::{ReplayGuard, RevocationSet, Validator, ValidatorConfig};
 use omega_identity::ucan::{Invocation, Signed};
@@ -35,11 +39,15 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, NetConfig};
 use crate::discovery::{AddressBook, AddressBookConfig, Discovery, Found};
+use crate::dispatch::{
+    BlobSource, DesiredStore, DesiredView, DispatchConfig, DispatchStats, ImageRequest,
+    ImageResponse, NodeStatus,
+};
 use crate::join::{
     Admitted, Admitter, JoinError, JoinRequest, JoinResponse, JoinToken, substrate_name, truncate,
 };
@@ -82,6 +90,8 @@ pub struct NodeConfig {
     pub revocation_log: Option<std::path::PathBuf>,
     /// Where libp2p and Omega metrics are registered (`None`: no metrics).
     pub registry: Option<Registry>,
+    /// The desired-state document, its storage, image serving, and limits.
+    pub dispatch: DispatchConfig,
 }
 
 /// Bounds of the driver's own queues and tables.
@@ -203,6 +213,8 @@ pub struct StatusReport {
     pub uptime_secs: u64,
     /// Recent refusals.
     pub refusals: Vec<RefusalReport>,
+    /// Desired-state and status traffic.
+    pub dispatch: DispatchStats,
 }
 
 /// Requests to a running node.
@@ -219,15 +231,44 @@ pub enum Command {
     Metrics(oneshot::Sender<String>),
     /// Leave gracefully and stop.
     Shutdown(oneshot::Sender<()>),
+    /// A snapshot of the desired state, members and statuses.
+    Desired(oneshot::Sender<DesiredView>),
+    /// A fresh HLC timestamp for a record about to be signed.
+    Tick(oneshot::Sender<Hlc>),
+    /// Verify, store, apply and announce an encoded [`DesiredRecord`].
+    Write(Vec<u8>, oneshot::Sender<Result<(), String>>),
+    /// Announce this node's actual state.
+    PublishStatus(NodeStatus),
+    /// Ask `peer` for one chunk of an image.
+    ImageChunk {
+        /// The peer.
+        peer: PeerId,
+        /// What to ask.
+        request: ImageRequest,
+        /// Its answer, or why there is none.
+        reply: oneshot::Sender<Result<ImageResponse, String>>,
+    },
 }
 
 /// A handle to a running node.
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
+    changes: watch::Receiver<u64>,
 }
 
 impl NodeHandle {
+    /// A receiver that changes whenever the desired state, membership or a
+    /// node's status does (the value is a generation counter).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    /// Sends a command that has no reply; false if the node stopped.
+    pub async fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+
     /// Sends a command; `None` if the node stopped.
     pub async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
         let (tx, rx) = oneshot::channel();
@@ -319,10 +360,14 @@ struct Driver {
     limits: DriverLimits,
     start: Instant,
     admitted: HashMap<PeerId, Admitted>,
+    /// Peers that admitted this node (answered our join request with ok):
+    /// requests go only to peers in both `admitted` and here.
+    accepted_by: HashSet<PeerId>,
     join_sent: HashSet<PeerId>,
     pending: BTreeMap<PeerId, VecDeque<Vec<u8>>>,
     strikes: HashMap<PeerId, u32>,
     connections: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    conn_since: HashMap<ConnectionId, Instant>,
     closing: VecDeque<(Instant, PeerId)>,
     refusals: VecDeque<RefusalReport>,
     admitted_after: Option<Duration>,
@@ -333,6 +378,37 @@ struct Driver {
     registry: Option<Registry>,
     revocation_log: Option<std::path::PathBuf>,
     profile: Profile,
+    desired: DesiredState,
+    dx: Dispatch,
+}
+
+/// The driver's dispatch state (see [`crate::dispatch`]).
+struct Dispatch {
+    state_topic: gossipsub::IdentTopic,
+    status_topic: gossipsub::IdentTopic,
+    store: Option<Box<dyn DesiredStore>>,
+    blobs: Option<Arc<dyn BlobSource>>,
+    anti_entropy_interval: Duration,
+    max_updates_per_peer_per_sec: u32,
+    compact_every: u32,
+    image_chunk: usize,
+    max_status_bytes: usize,
+    status_republish: Duration,
+    since_compact: u32,
+    statuses: HashMap<NodeId, NodeStatus>,
+    own_status: Option<(NodeStatus, Instant)>,
+    refusals: VecDeque<RefusalReport>,
+    changes: watch::Sender<u64>,
+    chunk_waiters: HashMap<OutboundRequestId, oneshot::Sender<Result<ImageResponse, String>>>,
+    rates: HashMap<PeerId, (Instant, u32)>,
+    stats: DispatchStats,
+    max_gossip: usize,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn unix_now() -> u64 {
@@ -365,9 +441,10 @@ pub fn spawn(cfg: NodeConfig) -> Result<(NodeHandle, tokio::task::JoinHandle<()>
     let mut cfg = cfg;
     std::mem::swap(&mut providers, &mut cfg.providers);
     let driver = Driver::new(cfg)?;
+    let changes = driver.dx.changes.subscribe();
     tokio::spawn(discovery_task(providers, interval, found_tx));
     let task = tokio::spawn(driver.run(rx, found_rx));
-    Ok((NodeHandle { tx }, task))
+    Ok((NodeHandle { tx, changes }, task))
 }
 
 async fn discovery_task(
@@ -401,6 +478,8 @@ impl Driver {
         let mesh_root: Did = cfg.token.as_ref().map_or_else(|| cfg.key.did(), |t| t.mesh);
         let mesh = MeshId::from_root(&mesh_root);
         let topic = gossipsub::IdentTopic::new(format!("omega/{mesh}/announce/1"));
+        let state_topic = gossipsub::IdentTopic::new(format!("omega/{mesh}/state/1"));
+        let status_topic = gossipsub::IdentTopic::new(format!("omega/{mesh}/status/1"));
         let mut registry = cfg.registry.take();
         let metrics = registry.as_mut().map(Metrics::new);
         let net = cfg.net.clone();
@@ -415,7 +494,7 @@ impl Driver {
             .map_err(|e| build(&e))?
             .with_quic();
         let behaviour = |key: &libp2p::identity::Keypair| {
-            Behaviour::new(key, &net, &topic)
+            Behaviour::new(key, &net, &[&topic, &state_topic, &status_topic])
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         };
         let mut swarm = match registry.as_mut() {
@@ -468,6 +547,33 @@ impl Driver {
             random::<32>(),
             0,
         )?;
+        let dcfg = std::mem::take(&mut cfg.dispatch);
+        let desired = DesiredState::new(mesh_root, dcfg.desired)
+            .map_err(|e| NodeError::Build(format!("desired state: {e}")))?;
+        let dx = Dispatch {
+            state_topic,
+            status_topic,
+            store: dcfg.store,
+            blobs: dcfg.blobs,
+            anti_entropy_interval: dcfg.anti_entropy_interval,
+            max_updates_per_peer_per_sec: dcfg.max_updates_per_peer_per_sec,
+            compact_every: dcfg.compact_every.max(1),
+            image_chunk: dcfg
+                .image_chunk
+                .min(net.max_image_message.saturating_sub(64)),
+            max_status_bytes: dcfg.max_status_bytes,
+            status_republish: dcfg.status_republish,
+            since_compact: 0,
+            statuses: HashMap::new(),
+            own_status: None,
+            refusals: VecDeque::new(),
+            changes: watch::Sender::new(0),
+            chunk_waiters: HashMap::new(),
+            rates: HashMap::new(),
+            stats: DispatchStats::default(),
+            max_gossip: net.max_gossipsub_message,
+        };
+        let initial = dcfg.initial;
         let mut driver = Self {
             swarm,
             membership,
@@ -482,10 +588,12 @@ impl Driver {
             limits: cfg.limits,
             start: Instant::now(),
             admitted: HashMap::new(),
+            accepted_by: HashSet::new(),
             join_sent: HashSet::new(),
             pending: BTreeMap::new(),
             strikes: HashMap::new(),
             connections: HashMap::new(),
+            conn_since: HashMap::new(),
             closing: VecDeque::new(),
             refusals: VecDeque::new(),
             admitted_after: None,
@@ -496,7 +604,10 @@ impl Driver {
             registry,
             revocation_log: None,
             profile,
+            desired,
+            dx,
         };
+        driver.load_desired(initial);
         for r in cfg.revocations {
             if let Err(e) = driver.apply_revocation(&r, false) {
                 warn!("stored revocation not applied: {e}");
@@ -517,6 +628,7 @@ impl Driver {
     ) {
         info!(did = %self.key.did(), peer = %self.swarm.local_peer_id(), name = %self.name, "node starting");
         let mut dial_tick = tokio::time::interval(Duration::from_millis(500));
+        let mut ae_tick = tokio::time::interval(self.dx.anti_entropy_interval);
         loop {
             let wake = self.membership.poll_timeout().unwrap_or(u64::MAX / 2);
             let deadline = self.start + Duration::from_millis(wake.min(self.now_ms() + 60_000));
@@ -538,6 +650,10 @@ impl Driver {
                     for x in f { self.book.add(x.addr); }
                 },
                 _ = dial_tick.tick() => self.dial_candidates(),
+                _ = ae_tick.tick() => {
+                    self.anti_entropy(None);
+                    self.republish_status();
+                }
                 () = tokio::time::sleep_until(deadline.into()) => {
                     let now = self.now_ms();
                     self.membership.handle_timeout(now);
@@ -567,6 +683,17 @@ impl Driver {
             {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+        }
+        let unjoined: Vec<PeerId> = self
+            .connections
+            .values()
+            .map(|(p, _)| *p)
+            .filter(|p| !self.join_sent.contains(p))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for peer in unjoined {
+            self.on_connected(peer);
         }
         let me = *self.swarm.local_peer_id();
         let connected: HashSet<&Multiaddr> = self.connections.values().map(|(_, a)| a).collect();
@@ -609,7 +736,7 @@ impl Driver {
         if let Some(m) = &self.metrics {
             m.swim_sent.inc_by(bytes.len() as u64);
         }
-        if self.admitted.contains_key(&peer) {
+        if self.ready(&peer) {
             self.swarm.behaviour_mut().swim.send_request(&peer, bytes);
             return;
         }
@@ -649,6 +776,20 @@ impl Driver {
     }
 
     fn on_membership(&mut self, ev: Event) {
+        if !matches!(ev, Event::Refused { .. }) {
+            self.bump();
+        }
+        if let Event::Removed { id } | Event::Left { id } | Event::Dead { id } = &ev {
+            self.dx.statuses.remove(id);
+        }
+        // A dead member's connection is dead too, though QUIC only notices at
+        // its idle timeout: drop it now, so that when the member comes back
+        // it meets a clean slate (requests and gossip on a fresh connection).
+        if let Event::Dead { id } = &ev
+            && let Some(p) = keys::peer_id(id)
+        {
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
         match ev {
             Event::Joined => info!("joined the mesh"),
             Event::Up { id } => info!(member = %self.member_name(&id), did = %id, "member up"),
@@ -715,7 +856,26 @@ impl Driver {
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                // A new connection next to one that has lived a while is a
+                // restarted peer whose old connection still looks open here
+                // (QUIC notices only at its idle timeout): requests would go
+                // down the dead one and gossipsub would not announce our
+                // topics on the new one. Drop the peer entirely; it redials
+                // (and so do we), and everything starts afresh.
+                let restarted = self.connections.iter().any(|(id, (p, _))| {
+                    *p == peer_id
+                        && self
+                            .conn_since
+                            .get(id)
+                            .is_some_and(|t| t.elapsed() > Duration::from_secs(1))
+                });
                 self.connections.insert(connection_id, (peer_id, addr));
+                self.conn_since.insert(connection_id, Instant::now());
+                if restarted {
+                    info!(%peer_id, "peer reconnected while an old connection looked open: resetting");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
                 if let Some(m) = &self.metrics {
                     m.connections.set(self.connections.len() as i64);
                 }
@@ -728,10 +888,13 @@ impl Driver {
                 ..
             } => {
                 self.connections.remove(&connection_id);
+                self.conn_since.remove(&connection_id);
                 if let Some(m) = &self.metrics {
                     m.connections.set(self.connections.len() as i64);
                 }
                 if num_established == 0 {
+                    self.dx.rates.remove(&peer_id);
+                    self.accepted_by.remove(&peer_id);
                     self.admitted.remove(&peer_id);
                     self.strikes.remove(&peer_id);
                     self.join_sent.remove(&peer_id);
@@ -846,7 +1009,17 @@ impl Driver {
                 propagation_source,
                 message_id,
                 message,
-            }) => self.on_gossip(propagation_source, &message_id, &message.data),
+            }) => {
+                if message.topic == self.dx.state_topic.hash() {
+                    self.on_state_gossip(propagation_source, &message_id, &message.data);
+                } else if message.topic == self.dx.status_topic.hash() {
+                    self.on_status_gossip(propagation_source, &message_id, &message);
+                } else {
+                    self.on_gossip(propagation_source, &message_id, &message.data);
+                }
+            }
+            BehaviourEvent::State(e) => self.on_state_rr(e),
+            BehaviourEvent::Image(e) => self.on_image_rr(e),
             _ => {}
         }
     }
@@ -874,8 +1047,11 @@ impl Driver {
                         }
                         let node = a.node;
                         self.admitted.insert(peer, a);
-                        self.flush_pending(peer);
                         self.add_to_kad(peer);
+                        if self.ready(&peer) {
+                            self.flush_pending(peer);
+                            self.anti_entropy(Some(peer));
+                        }
                         let now = self.now_ms();
                         if let Err(e) = self.membership.join(&[node], now) {
                             warn!("membership join: {e}");
@@ -911,6 +1087,11 @@ impl Driver {
                 ..
             } => match JoinResponse::from_bytes(&response) {
                 Ok(r) if r.ok => {
+                    self.accepted_by.insert(peer);
+                    if self.ready(&peer) {
+                        self.flush_pending(peer);
+                        self.anti_entropy(Some(peer));
+                    }
                     if self.admitted_after.is_none() {
                         let t = self.start.elapsed();
                         self.admitted_after = Some(t);
@@ -931,7 +1112,10 @@ impl Driver {
                 }
             }
             E::OutboundFailure { peer, error, .. } => {
-                debug!(%peer, "join outbound failure: {error}")
+                // Lost (e.g. sent down a connection that was closing): the
+                // next dial tick sends it again while the peer is connected.
+                debug!(%peer, "join outbound failure: {error}");
+                self.join_sent.remove(&peer);
             }
             _ => {}
         }
@@ -947,6 +1131,11 @@ impl Driver {
         }
         self.closing
             .push_back((Instant::now() + Duration::from_millis(500), peer));
+    }
+
+    /// Whether requests may go to `peer`: each side admitted the other.
+    fn ready(&self, peer: &PeerId) -> bool {
+        self.admitted.contains_key(peer) && self.accepted_by.contains(peer)
     }
 
     /// Only admitted members enter the Kademlia routing table.
@@ -1058,17 +1247,7 @@ impl Driver {
             Err(omega_identity::chain::ChainError::Replayed { .. }) => return Ok(did.to_string()),
             Err(e) => return Err(e.to_string()),
         }
-        let node = NodeId::from(&did);
-        self.admitter.revoke_node(node);
-        if let Ok(mut s) = self.admission.0.lock() {
-            s.revoked.insert(node);
-        }
-        self.membership.remove(node);
-        if let Some(peer) = keys::peer_id(&node) {
-            self.admitted.remove(&peer);
-            let _ = self.swarm.disconnect_peer_id(peer);
-        }
-        warn!(did = %did, "node revoked");
+        self.revoke_node(&did);
         if let Some(path) = &self.revocation_log {
             use base64::Engine as _;
             use std::io::Write as _;
@@ -1117,6 +1296,32 @@ impl Driver {
                 let _ = tx.send(text);
             }
             Command::Shutdown(_) => {}
+            Command::Desired(tx) => {
+                let _ = tx.send(self.desired_view());
+            }
+            Command::Tick(tx) => {
+                let _ = tx.send(self.desired.tick(unix_ms()));
+            }
+            Command::Write(bytes, tx) => {
+                let _ = tx.send(self.write_record(&bytes));
+            }
+            Command::PublishStatus(status) => self.set_own_status(status),
+            Command::ImageChunk {
+                peer,
+                request,
+                reply,
+            } => {
+                if !self.ready(&peer) {
+                    let _ = reply.send(Err(format!("{peer} is not an admitted member")));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .image
+                    .send_request(&peer, request.to_bytes());
+                self.dx.chunk_waiters.insert(id, reply);
+            }
         }
     }
 
@@ -1143,6 +1348,11 @@ impl Driver {
             swim_bytes_received: stats.bytes_received,
             uptime_secs: self.start.elapsed().as_secs(),
             refusals: self.refusals.iter().cloned().collect(),
+            dispatch: DispatchStats {
+                document_bytes: self.desired.encoded_len(),
+                manifests: self.desired.manifests().count(),
+                ..self.dx.stats.clone()
+            },
         }
     }
 
@@ -1170,6 +1380,514 @@ impl Driver {
                 }
             })
             .collect()
+    }
+}
+
+// ----- dispatch -------------------------------------------------------------------
+
+type Acceptance = gossipsub::MessageAcceptance;
+
+fn peer_label(peer: &PeerId) -> String {
+    keys::did(peer).map_or_else(|| peer.to_string(), |d| d.to_string())
+}
+
+impl Driver {
+    fn bump(&self) {
+        self.dx.changes.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Loads the stored document (snapshot, then log), verifying every record again.
+    fn load_desired(&mut self, initial: Vec<Vec<u8>>) {
+        let me = self.membership.id();
+        let now = unix_ms();
+        for (i, u) in initial.iter().enumerate() {
+            if let Err(e) = self.desired.handle_update(me, u, now) {
+                warn!(entry = i, "stored desired-state update not loaded: {e}");
+            }
+        }
+        self.drain_repairs();
+        self.sync_revocations();
+        if !initial.is_empty() {
+            info!(
+                manifests = self.desired.manifests().count(),
+                bytes = self.desired.encoded_len(),
+                "desired state loaded from disk"
+            );
+        }
+    }
+
+    /// Applies node revocations of the document this node has not applied yet.
+    fn sync_revocations(&mut self) {
+        let new: Vec<Did> = self
+            .desired
+            .revocations()
+            .nodes
+            .iter()
+            .filter(|d| !self.admitter.is_revoked(&NodeId::from(*d)))
+            .copied()
+            .collect();
+        for d in new {
+            self.revoke_node(&d);
+        }
+    }
+
+    fn revoke_node(&mut self, did: &Did) {
+        let node = NodeId::from(did);
+        self.admitter.revoke_node(node);
+        if let Ok(mut s) = self.admission.0.lock() {
+            s.revoked.insert(node);
+        }
+        self.membership.remove(node);
+        self.dx.statuses.remove(&node);
+        if let Some(peer) = keys::peer_id(&node) {
+            self.admitted.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        warn!(did = %did, "node revoked");
+        self.bump();
+    }
+
+    /// Hands an accepted update to the store; compacts now and then.
+    fn persist(&mut self, update: &[u8]) -> Result<(), String> {
+        let Some(store) = self.dx.store.as_mut() else {
+            return Ok(());
+        };
+        store.append(update)?;
+        self.dx.since_compact += 1;
+        if self.dx.since_compact >= self.dx.compact_every {
+            match store.compact(&self.desired.encode()) {
+                Ok(()) => self.dx.since_compact = 0,
+                Err(e) => warn!("desired state: compaction failed: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Announces an update on the state topic (anti-entropy carries the ones
+    /// too large for gossipsub).
+    fn publish_update(&mut self, update: &[u8]) {
+        if update.len() + 1024 > self.swarm_net_max_gossip() {
+            debug!(
+                len = update.len(),
+                "update left to anti-entropy (too large to gossip)"
+            );
+            return;
+        }
+        let topic = self.dx.state_topic.clone();
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, update.to_vec())
+        {
+            Ok(_) => self.dx.stats.bytes_sent += update.len() as u64,
+            Err(e) => debug!("desired-state update not published: {e}"),
+        }
+    }
+
+    fn swarm_net_max_gossip(&self) -> usize {
+        self.dx.max_gossip
+    }
+
+    fn drain_repairs(&mut self) {
+        while let Some(u) = self.desired.poll_update() {
+            if let Err(e) = self.persist(&u) {
+                warn!("desired state: repair not stored: {e}");
+            }
+            self.publish_update(&u);
+        }
+    }
+
+    fn log_desired_refusal(&mut self, peer: String, reason: String) {
+        self.dx.stats.updates_refused += 1;
+        if self.dx.refusals.len() >= self.limits.max_refusal_log {
+            self.dx.refusals.pop_front();
+        }
+        self.dx.refusals.push_back(RefusalReport {
+            peer,
+            direction: "desired",
+            reason,
+        });
+        self.bump();
+    }
+
+    /// A record written through the local API.
+    fn write_record(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let written = DesiredRecord::decode(bytes, 1 << 20)
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                self.desired
+                    .write_local(&r, unix_ms())
+                    .map_err(|e| match e {
+                        // A local write has no document key yet: name just the problem.
+                        WriteError::Refused(DesiredRefusal::InvalidRecord { error, .. }) => {
+                            error.to_string()
+                        }
+                        e => e.to_string(),
+                    })
+            });
+        match written {
+            Ok(update) => {
+                let stored = self.persist(&update);
+                self.publish_update(&update);
+                self.drain_repairs();
+                self.sync_revocations();
+                self.bump();
+                stored.map_err(|e| format!("applied here, but not stored durably: {e}"))
+            }
+            Err(e) => {
+                warn!("refused a local desired-state write: {e}");
+                self.log_desired_refusal("local".into(), e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Accepts an update from `peer` (gossip or anti-entropy).
+    fn accept_update(&mut self, peer: PeerId, bytes: &[u8]) -> Result<(), DesiredRefusal> {
+        let Some(node) = keys::node_id(&peer) else {
+            return Err(DesiredRefusal::Malformed(
+                "the sender's key is not Ed25519".into(),
+            ));
+        };
+        let before = self.desired.state_vector();
+        let changes: Vec<Change> = self.desired.handle_update(node, bytes, unix_ms())?;
+        if self.desired.has_news_for(&before) {
+            if let Err(e) = self.persist(bytes) {
+                warn!("desired state: update not stored: {e}");
+            }
+            self.dx.stats.updates_accepted += 1;
+            self.bump();
+        }
+        if !changes.is_empty() {
+            debug!(%peer, changes = changes.len(), "desired state changed");
+            if changes
+                .iter()
+                .any(|c| matches!(c, Change::Revoked(Revocation::Node(_))))
+            {
+                self.sync_revocations();
+            }
+            self.bump();
+        }
+        self.drain_repairs();
+        Ok(())
+    }
+
+    fn refused_update(&mut self, peer: PeerId, r: &DesiredRefusal) {
+        if r.penalty() {
+            self.log_desired_refusal(peer_label(&peer), r.to_string());
+            self.strike(peer, &format!("invalid desired-state update: {r}"));
+        } else if matches!(r, DesiredRefusal::MissingDependencies) {
+            self.anti_entropy(Some(peer));
+        } else {
+            debug!(%peer, "desired-state update not taken: {r}");
+        }
+    }
+
+    fn rate_ok(&mut self, peer: PeerId) -> bool {
+        let now = Instant::now();
+        let e = self.dx.rates.entry(peer).or_insert((now, 0));
+        if now.duration_since(e.0) >= Duration::from_secs(1) {
+            *e = (now, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+        e.1 <= self.dx.max_updates_per_peer_per_sec
+    }
+
+    fn on_state_gossip(&mut self, source: PeerId, id: &gossipsub::MessageId, data: &[u8]) {
+        self.dx.stats.bytes_received += data.len() as u64;
+        let acceptance = if !self.admitted.contains_key(&source) {
+            Acceptance::Reject
+        } else if !self.rate_ok(source) {
+            Acceptance::Ignore
+        } else {
+            match self.accept_update(source, data) {
+                Ok(()) => Acceptance::Accept,
+                Err(r) => {
+                    self.refused_update(source, &r);
+                    if r.penalty() {
+                        Acceptance::Reject
+                    } else {
+                        Acceptance::Ignore
+                    }
+                }
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, &source, acceptance);
+    }
+
+    fn on_status_gossip(
+        &mut self,
+        source: PeerId,
+        id: &gossipsub::MessageId,
+        message: &gossipsub::Message,
+    ) {
+        self.dx.stats.bytes_received += message.data.len() as u64;
+        let author = message.source.and_then(|p| keys::node_id(&p));
+        let acceptance = match author {
+            _ if !self.admitted.contains_key(&source) => Acceptance::Reject,
+            Some(node) if node == self.membership.id() => Acceptance::Ignore,
+            Some(node) if self.membership.member(&node).is_some() => {
+                // Any member in the table, whatever this node believes about
+                // its liveness: a restarted member announces itself before
+                // everyone has seen it come back (`omega ps` marks non-live
+                // nodes).
+                match NodeStatus::from_bytes(&message.data, self.dx.max_status_bytes) {
+                    Ok(st) => {
+                        let old = self.dx.statuses.get(&node);
+                        if old.is_none_or(|o| st.seq > o.seq) {
+                            let changed = old.is_none_or(|o| o.branes != st.branes);
+                            self.dx.statuses.insert(node, st);
+                            if changed {
+                                self.bump();
+                            }
+                        }
+                        Acceptance::Accept
+                    }
+                    Err(e) => {
+                        self.strike(source, &format!("bad status: {e}"));
+                        Acceptance::Reject
+                    }
+                }
+            }
+            Some(_) => Acceptance::Ignore,
+            None => Acceptance::Reject,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, &source, acceptance);
+    }
+
+    fn set_own_status(&mut self, mut status: NodeStatus) {
+        if self
+            .dx
+            .own_status
+            .as_ref()
+            .is_some_and(|(old, _)| old.branes == status.branes)
+        {
+            return;
+        }
+        // Strictly growing, even for two changes within one millisecond
+        // (receivers keep only a newer sequence number).
+        let last = self.dx.own_status.as_ref().map_or(0, |(s, _)| s.seq);
+        status.seq = status.seq.max(unix_ms()).max(last + 1);
+        self.dx
+            .statuses
+            .insert(self.membership.id(), status.clone());
+        self.publish_status(status);
+        self.bump();
+    }
+
+    fn publish_status(&mut self, status: NodeStatus) {
+        let bytes = status.to_bytes();
+        if bytes.len() <= self.dx.max_status_bytes {
+            let topic = self.dx.status_topic.clone();
+            let len = bytes.len() as u64;
+            match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                Ok(_) => self.dx.stats.bytes_sent += len,
+                Err(e) => debug!("status not published: {e}"),
+            }
+        } else {
+            warn!(len = bytes.len(), "status too large to announce");
+        }
+        self.dx.own_status = Some((status, Instant::now()));
+    }
+
+    fn republish_status(&mut self) {
+        if let Some((s, t)) = &self.dx.own_status
+            && t.elapsed() >= self.dx.status_republish
+        {
+            let s = s.clone();
+            self.publish_status(s);
+        }
+    }
+
+    /// Sends our state vector to `peer` (or a random admitted member).
+    fn anti_entropy(&mut self, peer: Option<PeerId>) {
+        let peer = match peer {
+            Some(p) => p,
+            None => {
+                let peers: Vec<PeerId> = self
+                    .admitted
+                    .keys()
+                    .filter(|p| self.ready(p) && self.swarm.is_connected(p))
+                    .copied()
+                    .collect();
+                if peers.is_empty() {
+                    return;
+                }
+                let i = u64::from_le_bytes(random::<8>()) % peers.len() as u64;
+                peers[i as usize]
+            }
+        };
+        let sv = self.desired.state_vector();
+        self.dx.stats.bytes_sent += sv.len() as u64;
+        self.dx.stats.anti_entropy_rounds += 1;
+        self.swarm.behaviour_mut().state.send_request(&peer, sv);
+    }
+
+    fn on_state_rr(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event as E, Message as M};
+        match ev {
+            E::Message {
+                peer,
+                message: M::Request {
+                    request, channel, ..
+                },
+                ..
+            } => {
+                self.dx.stats.bytes_received += request.len() as u64;
+                // Before admission (a benign race while both sides run the
+                // join protocol): nothing for it, and no strike.
+                let resp = if !self.admitted.contains_key(&peer)
+                    || !self.rate_ok(peer)
+                    || !self.desired.has_news_for(&request)
+                {
+                    Vec::new()
+                } else {
+                    match self.desired.diff_since(&request) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            self.strike(peer, &format!("bad state vector: {e}"));
+                            Vec::new()
+                        }
+                    }
+                };
+                self.dx.stats.bytes_sent += resp.len() as u64;
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .state
+                    .send_response(channel, resp);
+            }
+            E::Message {
+                peer,
+                message: M::Response { response, .. },
+                ..
+            } => {
+                self.dx.stats.bytes_received += response.len() as u64;
+                if response.is_empty() || !self.admitted.contains_key(&peer) {
+                    return;
+                }
+                if let Err(r) = self.accept_update(peer, &response) {
+                    self.refused_update(peer, &r);
+                }
+            }
+            E::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "state inbound failure: {error}");
+            }
+            E::OutboundFailure { peer, error, .. } => {
+                debug!(%peer, "state outbound failure: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_image_rr(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event as E, Message as M};
+        match ev {
+            E::Message {
+                peer,
+                message: M::Request {
+                    request, channel, ..
+                },
+                ..
+            } => {
+                let resp = if !self.admitted.contains_key(&peer) {
+                    ImageResponse::Refused("not an admitted member".into())
+                } else {
+                    match ImageRequest::from_bytes(&request) {
+                        Err(e) => {
+                            self.strike(peer, &e.to_string());
+                            ImageResponse::Refused(e.to_string())
+                        }
+                        Ok(r) => match &self.dx.blobs {
+                            None => ImageResponse::NotFound,
+                            Some(b) => {
+                                match b.read_chunk(&r.content, r.offset, self.dx.image_chunk) {
+                                    Ok(Some((total, bytes))) => {
+                                        ImageResponse::Chunk { total, bytes }
+                                    }
+                                    Ok(None) => ImageResponse::NotFound,
+                                    Err(e) => ImageResponse::Refused(e),
+                                }
+                            }
+                        },
+                    }
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .image
+                    .send_response(channel, resp.to_bytes());
+            }
+            E::Message {
+                message:
+                    M::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(tx) = self.dx.chunk_waiters.remove(&request_id) {
+                    let _ =
+                        tx.send(ImageResponse::from_bytes(&response).map_err(|e| e.to_string()));
+                }
+            }
+            E::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(tx) = self.dx.chunk_waiters.remove(&request_id) {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+            }
+            E::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "image inbound failure: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn desired_view(&self) -> DesiredView {
+        let me = self.membership.id();
+        let local = &self.membership.local_record().record;
+        let mut members: Vec<Candidate> = self
+            .membership
+            .members()
+            .map(|v| Candidate::from_view(&v))
+            .collect();
+        members.push(Candidate {
+            id: me,
+            name: local.profile.name.clone(),
+            substrate: local.profile.substrate,
+            capabilities: local.profile.capabilities,
+            free_memory_bytes: local.profile.resources.memory_bytes,
+            state: State::Alive,
+        });
+        DesiredView {
+            me,
+            manifests: self.desired.manifests().collect(),
+            images: self.desired.images().collect(),
+            members,
+            statuses: self
+                .dx
+                .statuses
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            peers: self
+                .admitted
+                .keys()
+                .filter(|p| self.ready(p) && self.swarm.is_connected(p))
+                .copied()
+                .collect(),
+            refusals: self.dx.refusals.iter().cloned().collect(),
+            document_bytes: self.desired.encoded_len(),
+        }
     }
 }
 

@@ -64,6 +64,7 @@ async fn start_node(root: &Keypair) -> (NodeHandle, Multiaddr, PeerId, JoinToken
         revocations: Vec::new(),
         revocation_log: None,
         registry: None,
+        dispatch: Default::default(),
     };
     let (node, _task) = omega_p2p::spawn(cfg).unwrap();
     let mut addr = None;

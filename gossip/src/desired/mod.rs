@@ -700,6 +700,21 @@ impl DesiredState {
             .map_err(|e| Refusal::Malformed(e.to_string()))
     }
 
+    /// Whether this replica holds updates that a replica with `state_vector`
+    /// lacks (false when the state vector does not decode), so anti-entropy
+    /// answers "nothing new" without building a diff.
+    pub fn has_news_for(&self, state_vector: &[u8]) -> bool {
+        if state_vector.len() > self.config.max_update_bytes {
+            return false;
+        }
+        let Ok(Ok(theirs)) = catch_unwind(|| StateVector::decode_v1(state_vector)) else {
+            return false;
+        };
+        let ours = self.doc.transact().state_vector();
+        ours.iter()
+            .any(|(client, clock)| theirs.get(client) < *clock)
+    }
+
     /// The whole document as one update (for durable snapshots).
     pub fn encode(&self) -> Vec<u8> {
         self.doc

@@ -6,6 +6,11 @@
 //! | `GET /v0/status` | [`omega_p2p::StatusReport`] |
 //! | `GET /v0/peers` | a list of [`omega_p2p::PeerReport`] |
 //! | `POST /v0/revoke` (body: base64 of a root-signed `/mesh/revoke` invocation) | `{"revoked": DID}` |
+//! | `GET /v0/tick` | a fresh HLC stamp for a record about to be signed, `{"wall_ms", "counter", "mesh"}` |
+//! | `POST /v0/records` (body: base64 of a signed desired-state record) | `{"ok": true}`, or 400 with the reason it was refused |
+//! | `GET /v0/ps` | desired versus actual, per manifest, brane and node ([`crate::daemon::view::ps`]) |
+//! | `GET /v0/describe/BRANE` (or `MANIFEST/BRANE`) | placement, ineligible nodes and why, actual state, recent events |
+//! | `POST /v0/emit` (body: `{"brane", "type", "payload"}`) | run an event on a brane here and along local edges |
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +18,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use omega_p2p::http::{self, HttpError};
 use omega_p2p::{Command, NodeHandle};
+
+use crate::daemon::reconcile::{self, Shared};
+use crate::daemon::view;
 use serde_json::{Value, json};
 use tokio::net::UnixListener;
 use tracing::debug;
@@ -36,8 +44,17 @@ pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// What the API talks to.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// The p2p driver.
+    pub node: NodeHandle,
+    /// The reconciler's events and running branes.
+    pub shared: std::sync::Arc<Shared>,
+}
+
 /// Serves the API until the node stops.
-pub async fn serve(listener: UnixListener, node: NodeHandle) {
+pub async fn serve(listener: UnixListener, api: Api) {
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -46,11 +63,11 @@ pub async fn serve(listener: UnixListener, node: NodeHandle) {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let node = node.clone();
+        let api = api.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let (status, body) = match http::read_request(&mut stream).await {
-                Ok(req) => route(&node, &req).await,
+                Ok(req) => route(&api, &req).await,
                 Err(e) => (400, json!({ "error": e.to_string() })),
             };
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
@@ -61,9 +78,50 @@ pub async fn serve(listener: UnixListener, node: NodeHandle) {
     }
 }
 
-async fn route(node: &NodeHandle, req: &http::Request) -> (u16, Value) {
+async fn route(api: &Api, req: &http::Request) -> (u16, Value) {
+    let node = &api.node;
     let stopped = (503, json!({ "error": "node is stopping" }));
+    if let Some(which) = req.path.strip_prefix("/v0/describe/")
+        && req.method == "GET"
+    {
+        return match node.request(Command::Desired).await {
+            Some(v) => match view::describe(&v, &api.shared.events, which) {
+                Some(d) => (200, d),
+                None => (
+                    404,
+                    json!({ "error": format!("no brane {which:?} in any applied manifest") }),
+                ),
+            },
+            None => stopped,
+        };
+    }
     match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/v0/tick") => {
+            let mesh = node.request(Command::Status).await.map(|s| s.mesh);
+            match (node.request(Command::Tick).await, mesh) {
+                (Some(h), Some(mesh)) => (
+                    200,
+                    json!({ "wall_ms": h.wall_ms, "counter": h.counter, "mesh": mesh }),
+                ),
+                _ => stopped,
+            }
+        }
+        ("POST", "/v0/records") => {
+            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(req.body.trim_ascii())
+            else {
+                return (400, json!({ "error": "body is not base64" }));
+            };
+            match node.request(|tx| Command::Write(bytes, tx)).await {
+                Some(Ok(())) => (200, json!({ "ok": true })),
+                Some(Err(e)) => (400, json!({ "error": e })),
+                None => stopped,
+            }
+        }
+        ("GET", "/v0/ps") => match node.request(Command::Desired).await {
+            Some(v) => (200, view::ps(&v)),
+            None => stopped,
+        },
+        ("POST", "/v0/emit") => emit(api, &req.body).await,
         ("GET", "/v0/status") => match node.request(Command::Status).await {
             Some(s) => (200, serde_json::to_value(s).unwrap_or_default()),
             None => stopped,
@@ -87,6 +145,37 @@ async fn route(node: &NodeHandle, req: &http::Request) -> (u16, Value) {
             404,
             json!({ "error": format!("no route {} {}", req.method, req.path) }),
         ),
+    }
+}
+
+async fn emit(api: &Api, body: &[u8]) -> (u16, Value) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return (400, json!({ "error": "body is not JSON" }));
+    };
+    let (Some(brane), Some(ty)) = (v["brane"].as_str(), v["type"].as_str()) else {
+        return (400, json!({ "error": "`brane` and `type` are required" }));
+    };
+    let payload = v["payload"].as_str().unwrap_or("").as_bytes().to_vec();
+    let Some(view) = api.node.request(Command::Desired).await else {
+        return (503, json!({ "error": "node is stopping" }));
+    };
+    let key = match brane.split_once('/') {
+        Some((m, b)) => (m.to_owned(), b.to_owned()),
+        None => match view
+            .manifests
+            .iter()
+            .find(|m| m.plan.brane(brane).is_some())
+        {
+            Some(m) => (m.name.clone(), brane.to_owned()),
+            None => return (404, json!({ "error": format!("no brane {brane:?}") })),
+        },
+    };
+    let event = omega_runtime::Event::external(format!("api-{}", view::unix_ms()), ty, payload);
+    let shared = api.shared.clone();
+    match tokio::task::spawn_blocking(move || reconcile::deliver(&shared, &key, event)).await {
+        Ok(Ok(lines)) => (200, json!({ "deliveries": lines })),
+        Ok(Err(e)) => (400, json!({ "error": e })),
+        Err(e) => (500, json!({ "error": e.to_string() })),
     }
 }
 

@@ -58,6 +58,9 @@ pub enum ImageCommand {
         /// Data directory.
         #[command(flatten)]
         data: DataDir,
+        /// Signing of the mesh's image record (when a node runs on this data directory).
+        #[command(flatten)]
+        signing: super::dispatch::Signing,
     },
     /// List stored images and their tags.
     Ls {
@@ -70,7 +73,12 @@ pub enum ImageCommand {
 /// Run an `omega image` verb.
 pub(super) fn run(cmd: &ImageCommand, key_path: &Path, out: &Output) -> Result<ExitCode, CliError> {
     match cmd {
-        ImageCommand::Push { file, name, data } => {
+        ImageCommand::Push {
+            file,
+            name,
+            data,
+            signing,
+        } => {
             let reference: ImageRef = name.parse().map_err(|e| {
                 CliError::invalid(format!("{e}"), "use lowercase NAME:TAG, e.g. ingest:1.0")
             })?;
@@ -85,10 +93,28 @@ pub(super) fn run(cmd: &ImageCommand, key_path: &Path, out: &Output) -> Result<E
                 )
             })?;
             let record = store.tag(&reference, &hash, &key).map_err(rt_err)?;
+            // With a node running on this data directory, the name goes into
+            // the mesh's desired state and members fetch the bytes from here.
+            let dir = data.path();
+            let replicated = crate::api::socket_path(&dir).exists();
+            if replicated {
+                let (r, h) = (reference.to_string(), hash.to_string());
+                super::dispatch::sign_and_write(&dir, key_path, signing, |hlc, auth| {
+                    omega_gossip::desired::DesiredRecord::image(&r, &h, hlc, auth)
+                })?;
+            }
             out.print(
-                format!("{reference} -> {hash} ({} bytes)", bytes.len()),
+                format!(
+                    "{reference} -> {hash} ({} bytes){}",
+                    bytes.len(),
+                    if replicated {
+                        ", replicated to the mesh"
+                    } else {
+                        ""
+                    }
+                ),
                 json!({ "ok": true, "name": reference.to_string(), "image": hash.to_string(),
-                        "size": bytes.len(), "signer": record.signer }),
+                        "size": bytes.len(), "signer": record.signer, "replicated": replicated }),
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -14,6 +14,7 @@
 
 mod bench;
 mod dev;
+mod dispatch;
 mod guest;
 mod http_serve;
 mod id;
@@ -81,6 +82,14 @@ pub enum Command {
     /// Store components in the content-addressed image store and list them.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Apply a manifest to the mesh (signed with your key; works from any node).
+    Apply(dispatch::ApplyArgs),
+    /// Delete a manifest from the mesh.
+    Delete(dispatch::DeleteArgs),
+    /// Desired versus actual state: every brane, where it should run and where it runs.
+    Ps(peers::NodeDir),
+    /// One brane: placement, why each other node was skipped, actual state, recent events.
+    Describe(dispatch::DescribeArgs),
     /// Benchmarks that print tables (`coldstart`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -129,6 +138,10 @@ pub fn run(cli: &Cli, out: &Output) -> Result<ExitCode, CliError> {
         Command::Run(args) => run::run(args, out),
         Command::Dev(args) => dev::run(args, out),
         Command::Image(cmd) => image::run(cmd, &key_path, out),
+        Command::Apply(args) => dispatch::apply(args, &key_path, out),
+        Command::Delete(args) => dispatch::delete(args, &key_path, out),
+        Command::Ps(dir) => dispatch::ps(dir, out),
+        Command::Describe(args) => dispatch::describe(args, out),
         Command::Bench(cmd) => bench::run(cmd, out),
         Command::Guest(cmd) => guest::run(cmd, &key_path, out),
     }

@@ -95,6 +95,30 @@ fn revoke(a: &RevokeArgs, out: &Output) -> Result<ExitCode, CliError> {
     let body = base64::engine::general_purpose::STANDARD.encode(bytes);
     let r = crate::api::call(&a.data_dir, "POST", "/v0/revoke", body.as_bytes())
         .map_err(|e| CliError::plain(e.to_string()))?;
+    // The same revocation as a desired-state record: members store it and
+    // hand it to nodes that join later.
+    let tick = crate::api::call(&a.data_dir, "GET", "/v0/tick", b"")
+        .map_err(|e| CliError::plain(e.to_string()))?;
+    let hlc = omega_gossip::Hlc::new(
+        tick["wall_ms"].as_u64().unwrap_or(0),
+        u32::try_from(tick["counter"].as_u64().unwrap_or(0)).unwrap_or(0),
+    );
+    let auth = omega_gossip::desired::Authority {
+        signer: &root,
+        mesh_root: root.did(),
+        proofs: Vec::new(),
+        exp: now + 3600,
+        nonce: super::token::nonce()?,
+    };
+    let record = omega_gossip::desired::DesiredRecord::revoke(
+        omega_gossip::desired::Revocation::Node(did),
+        hlc,
+        auth,
+    )
+    .map_err(|e| CliError::plain(format!("signing: {e}")))?;
+    let body = base64::engine::general_purpose::STANDARD.encode(record.encode());
+    crate::api::call(&a.data_dir, "POST", "/v0/records", body.as_bytes())
+        .map_err(|e| CliError::plain(e.to_string()))?;
     out.print(
         format!("revoked {did}"),
         json!({ "ok": true, "revoked": r["revoked"] }),

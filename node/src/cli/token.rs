@@ -183,7 +183,7 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-fn nonce() -> Result<Vec<u8>, CliError> {
+pub(super) fn nonce() -> Result<Vec<u8>, CliError> {
     let mut n = vec![0u8; 12];
     getrandom::fill(&mut n)
         .map_err(|e| CliError::plain(format!("the operating system gave no randomness: {e}")))?;
@@ -499,7 +499,7 @@ fn read_any(arg: &str) -> Result<AnyToken, CliError> {
         .map_err(|e| CliError::plain(format!("token {}: {e}", short(arg))))
 }
 
-fn read_delegation(arg: &str) -> Result<Signed<Delegation>, CliError> {
+pub(super) fn read_delegation(arg: &str) -> Result<Signed<Delegation>, CliError> {
     match read_any(arg)? {
         AnyToken::Delegation(d) => Ok(d),
         AnyToken::Invocation(_) => Err(CliError::invalid(

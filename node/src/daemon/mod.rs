@@ -7,8 +7,19 @@
 //! |---|---|
 //! | `node.key` | the node key (mode 0600); the same identity across restarts |
 //! | `join.token` | the join token last given with `--join` (mode 0600) |
-//! | `revocations` | applied revocations, one base64 invocation per line |
+//! | `revocations` | legacy `/mesh/revoke` invocations, one base64 a line (still read at start) |
+//! | `state.redb` | the desired-state document (snapshot and update log; see [`store`]) |
+//! | `images/` | the content-addressed image store (served to members by content id) |
+//! | `cache/` | precompiled images |
 //! | `api.sock` | the local API (mode 0600) |
+//!
+//! Node revocations now live in the desired-state document (signed `/revoke`
+//! records that every member keeps); the `revocations` file is still read and
+//! appended to for revocations sent the old way.
+
+pub mod reconcile;
+pub mod store;
+pub mod view;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -78,6 +89,12 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Memory this node offers to branes, in MiB [default: MemAvailable].
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+    /// Seconds between anti-entropy rounds with a random member.
+    #[arg(long, default_value_t = 1)]
+    pub anti_entropy_interval: u64,
 }
 
 /// Why the daemon could not run.
@@ -197,6 +214,42 @@ fn capabilities(substrate: Substrate) -> Capabilities {
     }
 }
 
+/// The yrs client id: 53 bits of BLAKE3(node key ‖ start count), never 0,
+/// so two starts of one node never write under the same client id.
+fn client_id(key: &omega_identity::Keypair, restarts: u64) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(key.did().to_string().as_bytes());
+    h.update(&restarts.to_le_bytes());
+    let b = h.finalize();
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b.as_bytes()[..8]);
+    (u64::from_le_bytes(x) & ((1 << 53) - 1)).max(1)
+}
+
+/// What this node offers: `--memory-mib`, else the kernel's MemAvailable;
+/// CPU from the available parallelism.
+fn resources(memory_mib: Option<u64>) -> Resources {
+    let memory_bytes = memory_mib.map_or_else(
+        || {
+            std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find(|l| l.starts_with("MemAvailable:"))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|kb| kb.parse::<u64>().ok())
+                })
+                .map_or(1 << 30, |kb| kb * 1024)
+        },
+        |m| m << 20,
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    Resources {
+        cpu_millis: cpus * 1000,
+        memory_bytes,
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
     let Some(data_dir) = args.data_dir.clone() else {
@@ -226,13 +279,36 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         .clone()
         .unwrap_or_else(|| key.did().to_string().chars().rev().take(8).collect());
     let metrics_addr = args.metrics;
+    let db =
+        store::StateDb::open(&data_dir).map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
+    let restarts = db
+        .count_restart()
+        .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
+    let initial = db
+        .load()
+        .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
+    let images = data_dir.join("images");
+    let _ = std::fs::create_dir_all(images.join("blobs"));
+    let dispatch = omega_p2p::DispatchConfig {
+        desired: omega_gossip::desired::Config {
+            client_id: client_id(&key, restarts),
+            ..Default::default()
+        },
+        initial,
+        store: Some(Box::new(db)),
+        blobs: Some(std::sync::Arc::new(store::FileBlobs {
+            dir: images.join("blobs"),
+        })),
+        anti_entropy_interval: Duration::from_secs(args.anti_entropy_interval.max(1)),
+        ..Default::default()
+    };
     let cfg = NodeConfig {
         key,
         token,
         name,
         substrate,
         capabilities: capabilities(substrate),
-        resources: Resources::default(),
+        resources: resources(args.memory_mib),
         listen: args.listen.clone(),
         providers,
         discovery_interval: Duration::from_secs(args.discovery_interval.max(1)),
@@ -246,6 +322,7 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         revocations,
         revocation_log: Some(revocations_path(&data_dir)),
         registry: None,
+        dispatch,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -256,7 +333,19 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         let (node, task) = omega_p2p::spawn(NodeConfig { registry, ..cfg })?;
         let listener = crate::api::bind(&data_dir)
             .map_err(|e| file_err(&crate::api::socket_path(&data_dir), e))?;
-        tokio::spawn(crate::api::serve(listener, node.clone()));
+        let shared = std::sync::Arc::new(reconcile::Shared::default());
+        tokio::spawn(reconcile::run(
+            node.clone(),
+            data_dir.clone(),
+            shared.clone(),
+        ));
+        tokio::spawn(crate::api::serve(
+            listener,
+            crate::api::Api {
+                node: node.clone(),
+                shared,
+            },
+        ));
         if let Some(addr) = metrics_addr {
             tokio::spawn(serve_metrics(addr, node.clone()));
         }

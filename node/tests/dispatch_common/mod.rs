@@ -1,0 +1,312 @@
+//! Helpers for the dispatch tests: a mesh directory, daemons with any
+//! substrate and name, the seed example's images, and `omega ps` polling.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[path = "../../../runtime/tests/common/guests.rs"]
+mod guests;
+
+pub fn omega() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_omega"));
+    c.env_remove("OMEGA_KEY")
+        .env_remove("OMEGA_DATA_DIR")
+        .env_remove("OMEGA_NODE_DIR");
+    c
+}
+
+/// Runs `omega --json ARGS`: (success, stdout JSON, stderr text).
+pub fn run(args: &[&str]) -> (bool, Value, String) {
+    let out = omega()
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run omega");
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A mesh: its directory with the root key.
+pub struct Mesh {
+    pub dir: PathBuf,
+}
+
+impl Mesh {
+    pub fn init(dir: &Path) -> Self {
+        let (ok, v, e) = run(&["mesh", "init", "--mesh-dir", dir.to_str().unwrap()]);
+        assert!(ok, "{e}");
+        assert!(v["mesh"].is_string());
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn root_key(&self) -> String {
+        self.dir.join("mesh-root.key").display().to_string()
+    }
+
+    pub fn root_did(&self) -> String {
+        run(&["--key", &self.root_key(), "id", "show"]).1["did"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn invite(&self, substrate: &str) -> String {
+        let (ok, v, e) = run(&[
+            "mesh",
+            "invite",
+            "--substrate",
+            substrate,
+            "--mesh-dir",
+            self.dir.to_str().unwrap(),
+        ]);
+        assert!(ok, "{e}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A daemon; killed with SIGKILL when dropped.
+pub struct Node {
+    pub dir: PathBuf,
+    pub name: String,
+    pub substrate: String,
+    child: Child,
+}
+
+impl Node {
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        substrate: &str,
+        token: Option<&str>,
+        peers: &[String],
+    ) -> Self {
+        Self::spawn(
+            dir,
+            name,
+            substrate,
+            token,
+            peers,
+            None,
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        )
+    }
+
+    pub fn spawn(
+        dir: &Path,
+        name: &str,
+        substrate: &str,
+        token: Option<&str>,
+        peers: &[String],
+        netns: Option<&str>,
+        listen: &str,
+    ) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("log"))
+            .unwrap();
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_omega")]);
+                c
+            }
+            None => omega(),
+        };
+        cmd.args([
+            "node",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            listen,
+        ])
+        .args(["--name", name, "--substrate", substrate])
+        .args(["--discovery-interval", "1", "--memory-mib", "2048"])
+        .env("RUST_LOG", "info,libp2p=warn")
+        .stdout(Stdio::null())
+        .stderr(log);
+        if let Some(t) = token {
+            cmd.args(["--join", t]);
+        }
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        let child = cmd.spawn().expect("spawn omega node");
+        let n = Self {
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+            substrate: substrate.to_owned(),
+            child,
+        };
+        let up = wait_for(Duration::from_secs(20), || {
+            n.status()["listen"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        });
+        assert!(up.is_some(), "{name} did not come up; log:\n{}", n.log());
+        n
+    }
+
+    pub fn d(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    pub fn status(&self) -> Value {
+        run(&["status", "--data-dir", self.d()]).1
+    }
+
+    pub fn ps(&self) -> Value {
+        run(&["ps", "--data-dir", self.d()]).1
+    }
+
+    pub fn describe(&self, brane: &str) -> Value {
+        run(&["describe", brane, "--data-dir", self.d()]).1
+    }
+
+    pub fn addr(&self) -> String {
+        self.status()["listen"][0].as_str().unwrap().to_owned()
+    }
+
+    pub fn live(&self) -> usize {
+        self.status()["live_members"].as_u64().unwrap_or(0) as usize
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    pub fn kill9(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes; returns the time it took.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+pub fn wasm(name: &str) -> String {
+    guests::guests()
+        .join(format!("{}.wasm", name.replace('-', "_")))
+        .display()
+        .to_string()
+}
+
+/// Pushes the seed example's images (hello-http stands in for `api`) into
+/// `node`'s store, signed by the mesh root, which replicates their names.
+pub fn push_seed_images(node: &Node, mesh: &Mesh) {
+    for (file, name) in [
+        ("ingest", "ingest:1.0"),
+        ("transform", "transform:2.4.1"),
+        ("archive", "archive:1.2"),
+        ("hello-http", "api:0.9"),
+        ("ingest", "hello:1.0"),
+    ] {
+        let (ok, v, e) = run(&[
+            "--key",
+            &mesh.root_key(),
+            "image",
+            "push",
+            &wasm(file),
+            "--name",
+            name,
+            "--data-dir",
+            node.d(),
+        ]);
+        assert!(ok && v["replicated"] == true, "{e}");
+    }
+}
+
+pub fn seed() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/multi-substrate-pipeline.zgraph.toml")
+        .display()
+        .to_string()
+}
+
+pub fn hello() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/hello.zgraph.toml")
+        .display()
+        .to_string()
+}
+
+/// One brane's row in `omega ps --json`.
+pub fn brane<'a>(ps: &'a Value, manifest: &str, brane: &str) -> Option<&'a Value> {
+    ps["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == manifest)?["branes"]
+        .as_array()?
+        .iter()
+        .find(|b| b["brane"] == brane)
+}
+
+/// The desired placement of every brane, as (manifest/brane, sorted node:count).
+pub fn placement(ps: &Value) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for m in ps["manifests"].as_array().into_iter().flatten() {
+        for b in m["branes"].as_array().into_iter().flatten() {
+            let mut nodes: Vec<String> = b["desired"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| format!("{}:{}", d["node"].as_str().unwrap_or("?"), d["instances"]))
+                .collect();
+            nodes.sort();
+            out.push((
+                format!(
+                    "{}/{}",
+                    m["name"].as_str().unwrap_or(""),
+                    b["brane"].as_str().unwrap_or("")
+                ),
+                nodes,
+            ));
+        }
+    }
+    out
+}
+
+/// Whether every placed brane of `manifest` is ready (desired = actual).
+pub fn all_ready(ps: &Value, manifest: &str) -> bool {
+    ps["manifests"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == manifest))
+        .and_then(|m| m["branes"].as_array())
+        .is_some_and(|bs| {
+            bs.iter()
+                .filter(|b| b["status"] == "placed")
+                .all(|b| b["ready"] == true)
+        })
+}
