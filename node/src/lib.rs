@@ -6,4 +6,5 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod frontier;
 pub mod keystore;

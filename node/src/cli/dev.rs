@@ -82,11 +82,6 @@ pub struct DevArgs {
     pub data: DataDir,
 }
 
-/// Bound of the KVM probe boot (a usable KVM boots the kernel in well
-/// under a second).
-const KVM_PROBE_BOUND: Duration = Duration::from_secs(15);
-/// Bound of the TCG probe boot.
-const TCG_PROBE_BOUND: Duration = Duration::from_secs(120);
 /// Boot timeout of a frontier brane (TCG is slow).
 const FRONTIER_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -98,7 +93,7 @@ struct Frontier {
 
 impl Frontier {
     fn new(choice: &str) -> Result<Self, CliError> {
-        if !["auto", "qemu-tcg", "qemu-kvm", "none"].contains(&choice) {
+        if !crate::frontier::CHOICES.contains(&choice) {
             return Err(CliError::invalid(
                 format!("unknown --frontier-backend {choice:?}"),
                 "use auto, qemu-tcg, qemu-kvm or none",
@@ -134,24 +129,16 @@ impl Frontier {
                 "qemu-tcg" => Ok(with(Accel::Tcg)),
                 "qemu-kvm" => Ok(with(Accel::Kvm)),
                 "auto" => {
-                    let mut reasons = Vec::new();
-                    for (accel, bound) in
-                        [(Accel::Kvm, KVM_PROBE_BOUND), (Accel::Tcg, TCG_PROBE_BOUND)]
-                    {
-                        let b = with(accel);
-                        let r = b.probe(bound);
+                    let selection = crate::frontier::select("auto", config, true);
+                    for r in &selection.probes {
                         eprintln!(
                             "[omega] frontier probe {}: {} ({})",
                             r.backend,
                             if r.usable { "usable" } else { "not usable" },
                             r.reason
                         );
-                        if r.usable {
-                            return Ok(b);
-                        }
-                        reasons.push(format!("{}: {}", r.backend, r.reason));
                     }
-                    Err(format!("no microVM backend here ({})", reasons.join("; ")))
+                    selection.backend
                 }
                 _ => Err("disabled by --frontier-backend none".into()),
             }
