@@ -294,11 +294,13 @@ impl ImageStore {
     }
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Lowercase hex.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn from_hex(s: &str) -> Option<Vec<u8>> {
+/// Bytes of lowercase or uppercase hex; `None` if malformed.
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

@@ -507,20 +507,6 @@ pub struct GuestStore {
     dir: PathBuf,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 impl GuestStore {
     /// Open (creating) the guest part of the image store at `dir` (the
     /// same directory as [`crate::ImageStore`]).
@@ -572,7 +558,7 @@ impl GuestStore {
             signer: key.did().to_string(),
             signature: String::new(),
         };
-        record.signature = hex(key.sign(&record.signing_bytes()).as_bytes());
+        record.signature = crate::images::to_hex(key.sign(&record.signing_bytes()).as_bytes());
         let p = self.record_path(reference);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)
@@ -602,7 +588,7 @@ impl GuestStore {
             return Err(bad(format!("record names {}", r.reference)));
         }
         let did = Did::from_str(&r.signer).map_err(|e| bad(format!("signer: {e}")))?;
-        let sig = unhex(&r.signature)
+        let sig = crate::images::from_hex(&r.signature)
             .and_then(|b| <[u8; 64]>::try_from(b).ok())
             .ok_or_else(|| bad("signature is not 64 hex bytes".into()))?;
         did.public_key()
