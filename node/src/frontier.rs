@@ -7,11 +7,16 @@
 //! TCG; `qemu-kvm` and `qemu-tcg` force one (for tests and slow hosts);
 //! `none` disables frontier branes.
 
+use std::path::Path;
 use std::time::Duration;
 
+use omega_runtime::BraneLimits;
 use omega_runtime::frontier::firecracker::host_has_hw_virt;
-use omega_runtime::frontier::qemu::{Accel, QemuBackend, QemuConfig};
-use omega_runtime::frontier::{Backend as _, ProbeReport};
+use omega_runtime::frontier::gpu::{GpuAssignment, select_passthrough};
+use omega_runtime::frontier::image::{GuestImage, GuestStore, guest_ref};
+use omega_runtime::frontier::qemu::{Accel, QemuBackend, QemuConfig, QemuVm};
+use omega_runtime::frontier::{Backend as _, ProbeReport, VmSpec};
+use omega_zgraph::Gpu;
 
 /// The values of `--frontier-backend`.
 pub const CHOICES: [&str; 4] = ["auto", "qemu-tcg", "qemu-kvm", "none"];
@@ -108,4 +113,86 @@ pub fn select(choice: &str, config: QemuConfig, auto_tcg: bool) -> Selection {
         }
     });
     Selection { backend, probes }
+}
+
+/// Boot timeout of a frontier brane (TCG is slow).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The run directory of a data directory's microVMs (reclaimed at start).
+pub fn run_root(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("frontier-run")
+}
+
+/// The first checks of a frontier brane, before any guest is looked at:
+/// its guest name, and the GPU group to pass through when it asks for one.
+/// `Err` is why the brane cannot run here (a missing guest, a refused GPU;
+/// never a fallback to the CPU).
+pub fn requirements(b: &omega_zgraph::Brane) -> Result<(&str, Option<GpuAssignment>), String> {
+    let guest = b
+        .guest
+        .as_deref()
+        .ok_or("frontier brane without a guest image (guest = \"NAME\")")?;
+    let gpu = if b.gpu == Gpu::Passthrough {
+        Some(select_passthrough(Path::new("/sys")).map_err(|refusal| refusal.to_string())?)
+    } else {
+        None
+    };
+    Ok((guest, gpu))
+}
+
+/// Resolve guest `guest` (`NAME` or `NAME:TAG`) from the guest store in
+/// `data_dir` (`omega guest push`).
+pub fn resolve_stored(data_dir: &Path, guest: &str) -> Result<GuestImage, String> {
+    GuestStore::open(data_dir.join("images"))
+        .and_then(|s| s.resolve(&guest_ref(guest)?))
+        .map_err(|e| e.to_string())
+}
+
+/// The microVM of frontier brane `name`: the guest's kernel and initramfs,
+/// the brane's `workload` config (else the guest's), its memory limit
+/// (default 256 MiB), its per-event timeout, and `emits` (its outgoing
+/// edges' types).
+pub fn vm_spec(
+    name: &str,
+    b: &omega_zgraph::Brane,
+    image: GuestImage,
+    emits: Vec<String>,
+) -> VmSpec {
+    let workload = match b.config.get("workload") {
+        Some(w) => w.split_whitespace().map(String::from).collect(),
+        None => image.workload.clone(),
+    };
+    let memory_mib = b
+        .limits
+        .memory_bytes
+        .map_or(256, |m| u32::try_from(m >> 20).unwrap_or(u32::MAX));
+    VmSpec {
+        name: name.to_string(),
+        kernel: image.kernel,
+        initrd: Some(image.initrd),
+        rootfs: None,
+        cmdline: image.cmdline,
+        vcpus: 1,
+        memory_mib,
+        max_disk_bytes: 0,
+        boot_timeout: BOOT_TIMEOUT,
+        event_timeout: b
+            .limits
+            .timeout_ms
+            .map_or(BraneLimits::default().timeout, Duration::from_millis),
+        workload,
+        emits,
+    }
+}
+
+/// Boot `spec` on `backend` (blocking: seconds under TCG) and say so on
+/// stderr-bound logs: `Err` carries the backend's message.
+pub fn boot(
+    backend: &QemuBackend,
+    spec: &VmSpec,
+    gpu: Option<GpuAssignment>,
+) -> Result<QemuVm, String> {
+    backend
+        .boot_vm(spec, gpu)
+        .map_err(|e| format!("brane {}: {e}", spec.name))
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, connection_limits, gossipsub, identify, identity, kad, mdns, ping,
-    request_response,
+    StreamProtocol, connection_limits, gossipsub, identify, identity, kad, mdns,
+    memory_connection_limits, ping, request_response,
 };
 
 use crate::codec::BytesCodec;
@@ -54,7 +54,15 @@ pub struct NetConfig {
     pub idle_connection_timeout: Duration,
     /// Run mDNS (only with `--discover lan`). Default off.
     pub mdns: bool,
+    /// Refuse new connections, inbound and outbound, while the process's
+    /// resident memory is above this many bytes (checked at most every
+    /// 100 ms; open connections are kept). `None`: no memory limit.
+    /// Default 512 MiB.
+    pub max_memory_bytes: Option<usize>,
 }
+
+/// The default of [`NetConfig::max_memory_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_MEMORY_BYTES: usize = 512 << 20;
 
 impl Default for NetConfig {
     fn default() -> Self {
@@ -71,6 +79,7 @@ impl Default for NetConfig {
             request_timeout: Duration::from_secs(5),
             idle_connection_timeout: Duration::from_secs(60),
             mdns: false,
+            max_memory_bytes: Some(DEFAULT_MAX_MEMORY_BYTES),
         }
     }
 }
@@ -79,6 +88,7 @@ impl Default for NetConfig {
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) memory: Toggle<memory_connection_limits::Behaviour>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) join: request_response::Behaviour<BytesCodec>,
@@ -193,6 +203,10 @@ impl Behaviour {
         };
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
+            memory: cfg
+                .max_memory_bytes
+                .map(memory_connection_limits::Behaviour::with_max_bytes)
+                .into(),
             identify: identify::Behaviour::new(identify::Config::new(
                 PROTOCOL_VERSION.into(),
                 key.public(),

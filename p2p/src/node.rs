@@ -203,6 +203,8 @@ pub struct StatusReport {
     pub live_members: usize,
     /// Open connections.
     pub connections: usize,
+    /// Peers in the Kademlia routing table (admitted members only).
+    pub kad_peers: usize,
     /// Milliseconds from start to the first admission by a member, if any.
     pub admitted_after_ms: Option<u64>,
     /// Membership bytes sent.
@@ -1325,7 +1327,14 @@ impl Driver {
         }
     }
 
-    fn status(&self) -> StatusReport {
+    fn status(&mut self) -> StatusReport {
+        let kad_peers = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum();
         let me = self.swarm.local_peer_id();
         let stats = self.membership.stats();
         StatusReport {
@@ -1343,6 +1352,7 @@ impl Driver {
                 .collect(),
             live_members: self.membership.live_count(),
             connections: self.connections.len(),
+            kad_peers,
             admitted_after_ms: self.admitted_after.map(|d| d.as_millis() as u64),
             swim_bytes_sent: stats.bytes_sent,
             swim_bytes_received: stats.bytes_received,

@@ -3,7 +3,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /v0/status` | [`omega_p2p::StatusReport`] |
+//! | `GET /v0/status` | [`omega_p2p::StatusReport`] plus `frontier`: `{choice, backend, usable, reason, probes}` |
 //! | `GET /v0/peers` | a list of [`omega_p2p::PeerReport`] |
 //! | `POST /v0/revoke` (body: base64 of a root-signed `/mesh/revoke` invocation) | `{"revoked": DID}` |
 //! | `GET /v0/tick` | a fresh HLC stamp for a record about to be signed, `{"wall_ms", "counter", "mesh"}` |
@@ -86,7 +86,10 @@ async fn route(api: &Api, req: &http::Request) -> (u16, Value) {
     {
         return match node.request(Command::Desired).await {
             Some(v) => match view::describe(&v, &api.shared.events, which) {
-                Some(d) => (200, d),
+                Some(mut d) => {
+                    note_frontier_here(api, &v, &mut d).await;
+                    (200, d)
+                }
                 None => (
                     404,
                     json!({ "error": format!("no brane {which:?} in any applied manifest") }),
@@ -123,7 +126,13 @@ async fn route(api: &Api, req: &http::Request) -> (u16, Value) {
         },
         ("POST", "/v0/emit") => emit(api, &req.body).await,
         ("GET", "/v0/status") => match node.request(Command::Status).await {
-            Some(s) => (200, serde_json::to_value(s).unwrap_or_default()),
+            Some(s) => {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("frontier".into(), api.shared.frontier.clone());
+                }
+                (200, v)
+            }
             None => stopped,
         },
         ("GET", "/v0/peers") => match node.request(Command::Peers).await {
@@ -145,6 +154,38 @@ async fn route(api: &Api, req: &http::Request) -> (u16, Value) {
             404,
             json!({ "error": format!("no route {} {}", req.method, req.path) }),
         ),
+    }
+}
+
+/// In `omega describe` of a frontier brane, this node's ineligibility row
+/// also says why it does not advertise `frontier` (the probe's reason).
+async fn note_frontier_here(api: &Api, v: &omega_p2p::DesiredView, d: &mut Value) {
+    let frontier = &api.shared.frontier;
+    if frontier["usable"] == true {
+        return;
+    }
+    let is_frontier = v
+        .manifests
+        .iter()
+        .find(|m| d["manifest"] == m.name.as_str())
+        .and_then(|m| m.plan.brane(d["brane"].as_str().unwrap_or("")))
+        .is_some_and(|b| b.capability == omega_zgraph::Capability::Frontier);
+    if !is_frontier {
+        return;
+    }
+    let Some(me) = api.node.request(Command::Status).await.map(|s| s.did) else {
+        return;
+    };
+    let why = format!(
+        "this node's frontier backend: {}",
+        frontier["reason"].as_str().unwrap_or("none")
+    );
+    for row in d["ineligible"].as_array_mut().into_iter().flatten() {
+        if row["did"] == me.as_str()
+            && let Some(reasons) = row["reasons"].as_array_mut()
+        {
+            reasons.push(Value::String(why.clone()));
+        }
     }
 }
 

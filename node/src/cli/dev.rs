@@ -22,12 +22,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use omega_runtime::frontier::gpu::select_passthrough;
-use omega_runtime::frontier::image::{GuestStore, guest_ref, open_guest_dir};
+use omega_runtime::frontier::image::open_guest_dir;
 use omega_runtime::frontier::qemu::{Accel, QemuBackend, QemuConfig};
-use omega_runtime::frontier::{Backend, VmSpec, reclaim_orphans};
+use omega_runtime::frontier::{Backend, reclaim_orphans};
 use omega_runtime::{BraneLimits, BraneSpec, Edge, Event, Grants, Pipeline};
-use omega_zgraph::{Capability, Format, Gpu};
+use omega_zgraph::{Capability, Format};
 use serde_json::json;
 
 use super::http_serve::{self, DEFAULT_LISTEN};
@@ -82,9 +81,6 @@ pub struct DevArgs {
     pub data: DataDir,
 }
 
-/// Boot timeout of a frontier brane (TCG is slow).
-const FRONTIER_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// The frontier backend of one `omega dev` run, chosen on first use.
 struct Frontier {
     choice: String,
@@ -108,7 +104,7 @@ impl Frontier {
     fn backend(&mut self, data: &DataDir) -> Result<&QemuBackend, String> {
         let choice = self.choice.clone();
         let b = self.backend.get_or_insert_with(|| {
-            let run_root = data.path().join("frontier-run");
+            let run_root = crate::frontier::run_root(&data.path());
             if let Ok(n) = reclaim_orphans(&run_root)
                 && n > 0
             {
@@ -158,18 +154,9 @@ impl Frontier {
         if self.choice == "none" {
             return Ok(Err("disabled by --frontier-backend none".into()));
         }
-        let Some(guest) = b.guest.as_deref() else {
-            return Ok(Err(
-                "frontier brane without a guest image (guest = \"NAME\")".into(),
-            ));
-        };
-        let gpu = if b.gpu == Gpu::Passthrough {
-            match select_passthrough(std::path::Path::new("/sys")) {
-                Ok(a) => Some(a),
-                Err(refusal) => return Ok(Err(refusal.to_string())),
-            }
-        } else {
-            None
+        let (guest, gpu) = match crate::frontier::requirements(b) {
+            Ok(r) => r,
+            Err(why) => return Ok(Err(why)),
         };
         let image = match guests.get(guest) {
             Some(dir) => open_guest_dir(std::path::Path::new(dir)).map_err(|e| {
@@ -178,49 +165,17 @@ impl Frontier {
                     "point it at an `omega guest build --out DIR` directory",
                 )
             })?,
-            None => {
-                let resolved = GuestStore::open(data.path().join("images"))
-                    .and_then(|s| s.resolve(&guest_ref(guest)?));
-                match resolved {
-                    Ok(image) => image,
-                    Err(e) => {
-                        return Ok(Err(format!("{e}; or pass --guest {guest}=DIR")));
-                    }
-                }
-            }
+            None => match crate::frontier::resolve_stored(&data.path(), guest) {
+                Ok(image) => image,
+                Err(e) => return Ok(Err(format!("{e}; or pass --guest {guest}=DIR"))),
+            },
         };
         let backend = match self.backend(data) {
             Ok(b) => b,
             Err(why) => return Ok(Err(why)),
         };
-        let workload = match b.config.get("workload") {
-            Some(w) => w.split_whitespace().map(String::from).collect(),
-            None => image.workload.clone(),
-        };
-        let memory_mib = b
-            .limits
-            .memory_bytes
-            .map_or(256, |m| u32::try_from(m >> 20).unwrap_or(u32::MAX));
-        let spec = VmSpec {
-            name: bname.to_string(),
-            kernel: image.kernel,
-            initrd: Some(image.initrd),
-            rootfs: None,
-            cmdline: image.cmdline,
-            vcpus: 1,
-            memory_mib,
-            max_disk_bytes: 0,
-            boot_timeout: FRONTIER_BOOT_TIMEOUT,
-            event_timeout: b
-                .limits
-                .timeout_ms
-                .map_or(BraneLimits::default().timeout, Duration::from_millis),
-            workload,
-            emits: Pipeline::emits_of(edges, bname),
-        };
-        let vm = backend
-            .boot_vm(&spec, gpu)
-            .map_err(|e| CliError::plain(format!("brane {bname}: {e}")))?;
+        let spec = crate::frontier::vm_spec(bname, b, image, Pipeline::emits_of(edges, bname));
+        let vm = crate::frontier::boot(backend, &spec, gpu).map_err(CliError::plain)?;
         eprintln!(
             "[omega] {bname}: {} microVM ready in {} ms ({})",
             backend.name(),

@@ -68,6 +68,34 @@ pub(super) fn status(dir: &NodeDir, out: &Output) -> Result<ExitCode, CliError> 
             .collect::<Vec<_>>()
             .join("\n           "),
     );
+    let f = &v["frontier"];
+    if f.is_object() {
+        let which = f["backend"].as_str().unwrap_or("none");
+        let _ = writeln!(
+            text,
+            "frontier   {which}{} ({}): {}",
+            if f["usable"] == true {
+                ""
+            } else {
+                ", not usable"
+            },
+            f["choice"].as_str().unwrap_or("?"),
+            f["reason"].as_str().unwrap_or("")
+        );
+        for p in f["probes"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                text,
+                "  probe    {}: {} ({})",
+                p["backend"].as_str().unwrap_or("?"),
+                if p["usable"] == true {
+                    "usable"
+                } else {
+                    "not usable"
+                },
+                p["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
     for r in v["refusals"].as_array().into_iter().flatten() {
         let _ = writeln!(
             text,

@@ -12,6 +12,7 @@
 //! | `images/` | the content-addressed image store (served to members by content id) |
 //! | `cache/` | precompiled images |
 //! | `api.sock` | the local API (mode 0600) |
+//! | `frontier-run/` | one run directory per microVM (reclaimed at start) |
 //!
 //! Node revocations now live in the desired-state document (signed `/revoke`
 //! records that every member keeps); the `revocations` file is still read and
@@ -37,6 +38,9 @@ use omega_p2p::{Command, NetConfig, NodeConfig};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
+
+use omega_runtime::frontier::qemu::{QemuBackend, QemuConfig};
+use omega_runtime::frontier::{Backend as _, ProbeReport, reclaim_orphans};
 
 use crate::keystore;
 
@@ -92,9 +96,21 @@ pub struct RunArgs {
     /// Memory this node offers to branes, in MiB [default: MemAvailable].
     #[arg(long, value_name = "MIB")]
     pub memory_mib: Option<u64>,
+    /// Refuse new connections while this process's resident memory is
+    /// above this many MiB (0: no limit).
+    #[arg(long, value_name = "MIB", default_value_t = 512)]
+    pub max_memory_mib: u64,
     /// Seconds between anti-entropy rounds with a random member.
     #[arg(long, default_value_t = 1)]
     pub anti_entropy_interval: u64,
+    /// Frontier (microVM) backend: `auto` (QEMU with KVM, only if the CPU
+    /// has vmx/svm and a probe boot passes; never an emulated CPU),
+    /// `qemu-tcg` or `qemu-kvm` (forced, still probed), or `none`. The node
+    /// advertises `frontier` only when a probe passes and the substrate is
+    /// not habitat.
+    #[arg(long, value_name = "BACKEND", default_value = "auto",
+          value_parser = crate::frontier::CHOICES)]
+    pub frontier_backend: String,
 }
 
 /// Why the daemon could not run.
@@ -201,16 +217,81 @@ fn providers(args: &RunArgs) -> Result<(Vec<Box<dyn Discovery>>, bool), DaemonEr
     Ok((out, lan))
 }
 
-fn capabilities(substrate: Substrate) -> Capabilities {
-    let kvm = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if kvm && substrate != Substrate::Habitat {
+fn capabilities(frontier: bool) -> Capabilities {
+    if frontier {
         Capabilities::STANDARD.with(Capabilities::FRONTIER)
     } else {
         Capabilities::STANDARD
+    }
+}
+
+/// Reclaims what a crashed run left in `DATA_DIR/frontier-run`, then
+/// chooses the frontier backend: none on habitat (no probe), else
+/// [`crate::frontier::select`] with `choice` (never TCG under `auto`).
+/// Returns the backend and the report `omega status` shows.
+fn frontier(
+    choice: &str,
+    substrate: Substrate,
+    data_dir: &Path,
+) -> (Option<std::sync::Arc<QemuBackend>>, serde_json::Value) {
+    let run_root = crate::frontier::run_root(data_dir);
+    match reclaim_orphans(&run_root) {
+        Ok(n) => info!(
+            "frontier: reclaimed {n} microVM(s) left in {}",
+            run_root.display()
+        ),
+        Err(e) => warn!("frontier: reclaiming {}: {e}", run_root.display()),
+    }
+    let report = |backend: Option<&str>, reason: &str, probes: &[ProbeReport]| {
+        serde_json::json!({
+            "choice": choice,
+            "backend": backend,
+            "usable": backend.is_some(),
+            "reason": reason,
+            "probes": probes.iter().map(|p| serde_json::json!({
+                "backend": p.backend, "usable": p.usable, "reason": p.reason,
+            })).collect::<Vec<_>>(),
+        })
+    };
+    if substrate == Substrate::Habitat {
+        let why = "habitat: frontier branes never run on habitat nodes";
+        info!("frontier: {why}");
+        return (None, report(None, why, &[]));
+    }
+    let log: omega_runtime::LogSink = std::sync::Arc::new(|brane: &str, level, msg: &str| {
+        info!(brane, ?level, "{msg}");
+    });
+    let config = QemuConfig {
+        run_root,
+        log,
+        ..QemuConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let selection = crate::frontier::select(choice, config, false);
+    for p in &selection.probes {
+        info!(
+            "frontier probe {}: {} ({})",
+            p.backend,
+            if p.usable { "usable" } else { "not usable" },
+            p.reason
+        );
+    }
+    let summary = selection.summary();
+    info!(
+        "frontier: {summary} [selection took {} ms]",
+        started.elapsed().as_millis()
+    );
+    match selection.backend {
+        Ok(b) => {
+            let why = selection
+                .probes
+                .iter()
+                .rfind(|p| p.usable)
+                .map_or(summary.as_str(), |p| p.reason.as_str());
+            let r = report(Some(b.name()), why, &selection.probes);
+            (Some(std::sync::Arc::new(b)), r)
+        }
+        Err(why) => (None, report(None, &why, &selection.probes)),
     }
 }
 
@@ -279,6 +360,8 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         .clone()
         .unwrap_or_else(|| key.did().to_string().chars().rev().take(8).collect());
     let metrics_addr = args.metrics;
+    let (frontier_backend, frontier_report) =
+        frontier(&args.frontier_backend, substrate, &data_dir);
     let db =
         store::StateDb::open(&data_dir).map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
     let restarts = db
@@ -307,7 +390,7 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         token,
         name,
         substrate,
-        capabilities: capabilities(substrate),
+        capabilities: capabilities(frontier_backend.is_some()),
         resources: resources(args.memory_mib),
         listen: args.listen.clone(),
         providers,
@@ -315,6 +398,9 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         gossip: None,
         net: NetConfig {
             mdns: lan,
+            max_memory_bytes: (args.max_memory_mib > 0).then(|| {
+                usize::try_from(args.max_memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+            }),
             ..NetConfig::default()
         },
         address_book: Default::default(),
@@ -333,17 +419,21 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         let (node, task) = omega_p2p::spawn(NodeConfig { registry, ..cfg })?;
         let listener = crate::api::bind(&data_dir)
             .map_err(|e| file_err(&crate::api::socket_path(&data_dir), e))?;
-        let shared = std::sync::Arc::new(reconcile::Shared::default());
+        let shared = std::sync::Arc::new(reconcile::Shared {
+            frontier: frontier_report,
+            ..Default::default()
+        });
         tokio::spawn(reconcile::run(
             node.clone(),
             data_dir.clone(),
             shared.clone(),
+            frontier_backend,
         ));
         tokio::spawn(crate::api::serve(
             listener,
             crate::api::Api {
                 node: node.clone(),
-                shared,
+                shared: shared.clone(),
             },
         ));
         if let Some(addr) = metrics_addr {
@@ -357,6 +447,8 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         }
         let _ = node.request(Command::Shutdown).await;
         let _ = task.await;
+        // Stop the microVMs (and remove their run directories).
+        let _ = tokio::task::spawn_blocking(move || shared.local.stop_all()).await;
         let _ = std::fs::remove_file(crate::api::socket_path(&data_dir));
         Ok(())
     })

@@ -15,6 +15,13 @@
 //! on this node flow along the manifest's edges ([`deliver`]); events to a
 //! brane placed elsewhere are reported as not delivered (cross-node delivery
 //! is a later step).
+//!
+//! A frontier brane (`capability = "frontier"`) boots in a microVM through
+//! the node's backend (chosen at start, see `omega node --frontier-backend`)
+//! from its guest image in this node's guest store (`omega guest push`;
+//! guest images are not replicated across the mesh yet), in a blocking task;
+//! events run through it like through an event brane. Stopping it shuts the
+//! VM down and removes its run directory.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -24,13 +31,15 @@ use std::time::{Duration, Instant};
 use omega_identity::ContentId;
 use omega_p2p::dispatch::{BraneStatus, ImageRequest, ImageResponse, NodeStatus};
 use omega_p2p::{Command, DesiredView, NodeHandle};
+use omega_runtime::frontier::qemu::QemuBackend;
+use omega_runtime::frontier::{Backend as _, Vm};
 use omega_runtime::{
     BraneLimits, BraneSpec, DirGrant, Event, Grants, HttpBrane, ImageRef, ImageStore,
-    MAX_IMAGE_BYTES, Runtime, RuntimeConfig,
+    MAX_IMAGE_BYTES, Outcome, Runtime, RuntimeConfig,
 };
 use omega_zgraph::{Capability, PlanHash};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::view::{Events, Key, Want, wanted};
 
@@ -49,6 +58,44 @@ pub enum Loaded {
     Event(omega_runtime::Brane),
     /// An HTTP brane.
     Http(Arc<HttpBrane>),
+    /// A frontier brane: its running microVM (one event at a time).
+    Frontier(Mutex<Box<dyn Vm>>),
+}
+
+impl Loaded {
+    /// Runs one event through an event or frontier brane (`None` for an
+    /// HTTP brane).
+    fn handle(&self, event: &Event) -> Option<Result<Outcome, String>> {
+        match self {
+            Self::Event(brane) => Some(brane.handle(event).map_err(|e| e.to_string())),
+            Self::Frontier(vm) => Some(match vm.lock() {
+                Ok(mut vm) => vm.handle(event).map_err(|e| e.to_string()),
+                Err(_) => Err("the microVM's lock is poisoned".into()),
+            }),
+            Self::Http(_) => None,
+        }
+    }
+}
+
+/// Stops a removed brane: a frontier brane's VM is shut down (on a blocking
+/// thread: it waits for QEMU to exit) once nothing else holds it.
+fn stop(loaded: Arc<Loaded>, name: String) {
+    if !matches!(loaded.as_ref(), Loaded::Frontier(_)) {
+        return;
+    }
+    tokio::task::spawn_blocking(move || shutdown(loaded, &name));
+}
+
+fn shutdown(loaded: Arc<Loaded>, name: &str) {
+    // A delivery in flight holds a clone; its drop then stops the VM.
+    if let Ok(Loaded::Frontier(vm)) = Arc::try_unwrap(loaded)
+        && let Ok(vm) = vm.into_inner()
+    {
+        match vm.shutdown() {
+            Ok(()) => info!(brane = name, "microVM stopped"),
+            Err(e) => warn!(brane = name, "stopping the microVM: {e}"),
+        }
+    }
 }
 
 struct Running {
@@ -77,6 +124,19 @@ pub struct Local {
     branes: Mutex<BTreeMap<Key, Entry>>,
 }
 
+impl Local {
+    /// Removes every running brane, shutting frontier VMs down (blocking).
+    pub fn stop_all(&self) {
+        let all = match self.branes.lock() {
+            Ok(mut l) => std::mem::take(&mut *l),
+            Err(_) => return,
+        };
+        for ((_, name), (loaded, _)) in all {
+            shutdown(loaded, &name);
+        }
+    }
+}
+
 impl std::fmt::Debug for Local {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Local").finish_non_exhaustive()
@@ -90,12 +150,16 @@ pub struct Shared {
     pub events: Events,
     /// Running branes.
     pub local: Local,
+    /// This node's frontier backend, or why there is none (`omega status`).
+    pub frontier: serde_json::Value,
 }
 
 struct Ctx {
     node: NodeHandle,
     data_dir: PathBuf,
     runtime: Arc<OnceLock<Result<Arc<Runtime>, String>>>,
+    /// The frontier backend, or why this node has none.
+    frontier: Result<Arc<QemuBackend>, String>,
 }
 
 fn runtime(ctx: &Ctx) -> Arc<OnceLock<Result<Arc<Runtime>, String>>> {
@@ -103,13 +167,23 @@ fn runtime(ctx: &Ctx) -> Arc<OnceLock<Result<Arc<Runtime>, String>>> {
 }
 
 /// Runs the reconciler until the node stops.
-pub async fn run(node: NodeHandle, data_dir: PathBuf, shared: Arc<Shared>) {
+pub async fn run(
+    node: NodeHandle,
+    data_dir: PathBuf,
+    shared: Arc<Shared>,
+    frontier: Option<Arc<QemuBackend>>,
+) {
     let mut changes = node.subscribe();
     let (done_tx, mut done_rx) = mpsc::channel::<Started>(64);
+    let frontier = frontier.ok_or_else(|| {
+        let why = shared.frontier["reason"].as_str().unwrap_or("no backend");
+        format!("this node runs no frontier branes: {why}")
+    });
     let ctx = Arc::new(Ctx {
         node: node.clone(),
         data_dir,
         runtime: Arc::new(OnceLock::new()),
+        frontier,
     });
     let mut running: BTreeMap<Key, Running> = BTreeMap::new();
     let mut next_attempt = 0u64;
@@ -131,8 +205,12 @@ pub async fn run(node: NodeHandle, data_dir: PathBuf, shared: Arc<Shared>) {
             .collect();
         for k in stale {
             running.remove(&k);
-            if let Ok(mut l) = shared.local.branes.lock() {
-                l.remove(&k);
+            let removed = match shared.local.branes.lock() {
+                Ok(mut l) => l.remove(&k),
+                Err(_) => None,
+            };
+            if let Some((loaded, _)) = removed {
+                stop(loaded, k.1.clone());
             }
             let why = if want.contains_key(&k) {
                 "stopped: a new plan replaces it"
@@ -217,12 +295,14 @@ pub async fn run(node: NodeHandle, data_dir: PathBuf, shared: Arc<Shared>) {
 }
 
 fn finish(running: &mut BTreeMap<Key, Running>, shared: &Shared, s: Started) {
-    let Some(r) = running.get_mut(&s.key) else {
+    let current = running.get(&s.key).is_some_and(|r| r.attempt == s.attempt);
+    let Some(r) = running.get_mut(&s.key).filter(|_| current) else {
+        // Stopped (or restarted) while it started.
+        if let Ok(loaded) = s.result {
+            stop(Arc::new(loaded), s.key.1);
+        }
         return;
     };
-    if r.attempt != s.attempt {
-        return;
-    }
     match s.result {
         Ok(loaded) => {
             if let Loaded::Http(brane) = &loaded {
@@ -284,7 +364,7 @@ fn serve(brane: Arc<HttpBrane>) -> std::io::Result<(String, tokio::sync::oneshot
 async fn start(ctx: &Ctx, key: &Key, want: &Want, view: &DesiredView) -> Result<Loaded, String> {
     let b = &want.brane;
     if b.capability == Capability::Frontier {
-        return Err("frontier (microVM) branes are not run by the daemon yet".into());
+        return start_frontier(ctx, key, want).await;
     }
     let image_ref = b.image.as_ref().ok_or("the brane names no image")?;
     let text = image_ref.to_string();
@@ -345,6 +425,50 @@ async fn start(ctx: &Ctx, key: &Key, want: &Want, view: &DesiredView) -> Result<
     .map_err(|e| format!("start task: {e}"))?
 }
 
+/// Resolves a frontier brane's guest in this node's guest store and boots
+/// its microVM (on a blocking thread: seconds under TCG).
+async fn start_frontier(ctx: &Ctx, key: &Key, want: &Want) -> Result<Loaded, String> {
+    let backend = ctx.frontier.clone()?;
+    let (name, b, data_dir) = (key.1.clone(), want.brane.clone(), ctx.data_dir.clone());
+    let emits = emits_of(&want.edges, &name);
+    tokio::task::spawn_blocking(move || {
+        let (guest, gpu) = crate::frontier::requirements(&b)?;
+        let image = crate::frontier::resolve_stored(&data_dir, guest).map_err(|e| {
+            format!(
+                "{e}: guest images are not replicated across the mesh yet; \
+                 push it to this node: omega guest push DIR --name {guest} --data-dir {}",
+                data_dir.display()
+            )
+        })?;
+        let spec = crate::frontier::vm_spec(&name, &b, image, emits);
+        let vm = crate::frontier::boot(&backend, &spec, gpu)?;
+        info!(
+            brane = %name,
+            pid = vm.pid(),
+            run_dir = %vm.run_dir().display(),
+            "{} microVM ready in {} ms ({})",
+            backend.name(),
+            vm.booted_in().as_millis(),
+            vm.agent()
+        );
+        Ok(Loaded::Frontier(Mutex::new(Box::new(vm))))
+    })
+    .await
+    .map_err(|e| format!("start task: {e}"))?
+}
+
+/// The event types `name` may emit: its outgoing edges' types.
+fn emits_of(edges: &[omega_zgraph::Edge], name: &str) -> Vec<String> {
+    let mut emits: Vec<String> = edges
+        .iter()
+        .filter(|e| e.from == name)
+        .map(|e| e.on.clone())
+        .collect();
+    emits.sort();
+    emits.dedup();
+    emits
+}
+
 fn spec(name: &str, b: &omega_zgraph::Brane, edges: &[omega_zgraph::Edge]) -> BraneSpec {
     let d = BraneLimits::default();
     let limits = BraneLimits {
@@ -373,19 +497,12 @@ fn spec(name: &str, b: &omega_zgraph::Brane, edges: &[omega_zgraph::Edge]) -> Br
         clocks: b.grants.clocks,
         ..Grants::default()
     };
-    let mut emits: Vec<String> = edges
-        .iter()
-        .filter(|e| e.from == name)
-        .map(|e| e.on.clone())
-        .collect();
-    emits.sort();
-    emits.dedup();
     BraneSpec {
         name: name.into(),
         config: b.config.clone(),
         limits,
         grants,
-        emits: Some(emits),
+        emits: Some(emits_of(edges, name)),
         ..BraneSpec::default()
     }
 }
@@ -477,13 +594,13 @@ pub fn deliver(shared: &Shared, key: &Key, event: Event) -> Result<Vec<serde_jso
             }));
             continue;
         };
-        let Loaded::Event(brane) = loaded.as_ref() else {
+        let Some(result) = loaded.handle(&ev) else {
             out.push(
                 serde_json::json!({ "brane": to, "delivered": false, "why": "an HTTP brane" }),
             );
             continue;
         };
-        match brane.handle(&ev) {
+        match result {
             Ok(outcome) => {
                 out.push(serde_json::json!({
                     "brane": to, "event": ev.id, "type": ev.ty, "delivered": true,
@@ -506,7 +623,7 @@ pub fn deliver(shared: &Shared, key: &Key, event: Event) -> Result<Vec<serde_jso
                 }
             }
             Err(e) => out.push(serde_json::json!({
-                "brane": to, "event": ev.id, "type": ev.ty, "delivered": true, "error": e.to_string(),
+                "brane": to, "event": ev.id, "type": ev.ty, "delivered": true, "error": e,
             })),
         }
     }

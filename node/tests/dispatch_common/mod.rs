@@ -114,6 +114,33 @@ impl Node {
         netns: Option<&str>,
         listen: &str,
     ) -> Self {
+        Self::spawn_with(
+            dir,
+            name,
+            substrate,
+            token,
+            peers,
+            netns,
+            listen,
+            &[],
+            Duration::from_secs(20),
+        )
+    }
+
+    /// [`Node::spawn`] with extra daemon flags and a start-up ceiling (a
+    /// frontier probe boot runs before the API is up).
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn_with(
+        dir: &Path,
+        name: &str,
+        substrate: &str,
+        token: Option<&str>,
+        peers: &[String],
+        netns: Option<&str>,
+        listen: &str,
+        extra: &[&str],
+        up_within: Duration,
+    ) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -137,6 +164,7 @@ impl Node {
         ])
         .args(["--name", name, "--substrate", substrate])
         .args(["--discovery-interval", "1", "--memory-mib", "2048"])
+        .args(extra)
         .env("RUST_LOG", "info,libp2p=warn")
         .stdout(Stdio::null())
         .stderr(log);
@@ -153,7 +181,7 @@ impl Node {
             substrate: substrate.to_owned(),
             child,
         };
-        let up = wait_for(Duration::from_secs(20), || {
+        let up = wait_for(up_within, || {
             n.status()["listen"]
                 .as_array()
                 .is_some_and(|l| !l.is_empty())
