@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod dispatch_common;
+mod mesh_common;
 
 use std::time::{Duration, Instant};
 

@@ -7,38 +7,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod dispatch_common;
+mod mesh_common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dispatch_common::{Mesh, Node, all_ready, placement, run, wait_for, wasm};
+use mesh_common::{bridge, sh};
 
 const CEILING: Duration = Duration::from_secs(60);
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Network namespaces deleted (their processes killed) on drop.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-KILL", pid]).status();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 fn available() -> Result<(), String> {
     let probe = format!("odp{}", std::process::id());
@@ -57,33 +34,6 @@ fn available() -> Result<(), String> {
         (false, _) => Err("needs root and `ip netns` (iproute2)".into()),
         (true, false) => Err("needs nftables (`nft`)".into()),
     }
-}
-
-/// `{tag}0..n` on a bridge in `{tag}br`, addresses 10.{net}.0.{i+1}/24.
-fn bridge(tag: &str, n: usize, net: u8) -> Namespaces {
-    let br = format!("{tag}br");
-    sh(&["ip", "netns", "add", &br]);
-    let mut all = Namespaces(vec![br.clone()]);
-    sh(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
-    sh(&["ip", "-n", &br, "link", "set", "br0", "up"]);
-    for i in 0..n {
-        let ns = format!("{tag}{i}");
-        sh(&["ip", "netns", "add", &ns]);
-        all.0.push(ns.clone());
-        let (inner, outer) = (format!("{tag}v{i}"), format!("{tag}p{i}"));
-        sh(&[
-            "ip", "-n", &ns, "link", "add", &inner, "type", "veth", "peer", "name", &outer,
-            "netns", &br,
-        ]);
-        sh(&[
-            "ip", "-n", &br, "link", "set", &outer, "master", "br0", "up",
-        ]);
-        let addr = format!("10.{net}.0.{}/24", i + 1);
-        sh(&["ip", "-n", &ns, "addr", "add", &addr, "dev", &inner]);
-        sh(&["ip", "-n", &ns, "link", "set", &inner, "up"]);
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-    }
-    all
 }
 
 /// Drops, inside namespace `ns`, everything from and to `others`.

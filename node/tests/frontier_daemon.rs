@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod dispatch_common;
+mod mesh_common;
 
 #[path = "../../runtime/tests/common/frontier.rs"]
 mod frontier;

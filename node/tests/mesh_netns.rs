@@ -11,40 +11,10 @@ mod mesh_common;
 use std::process::Command;
 use std::time::Duration;
 
-use mesh_common::{Daemon, Namespaces, init_mesh, invite, netns_available, sh, state_of, wait_for};
+use mesh_common::{Daemon, bridge, init_mesh, invite, netns_available, sh, state_of, wait_for};
 
 fn skip(why: &str) {
     eprintln!("SKIPPED: {why}");
-}
-
-/// Namespaces `{tag}0..n` each with a veth into a bridge living in `{tag}br`,
-/// addresses 10.{net}.0.{i+1}/24.
-fn bridge(tag: &str, n: usize, net: u8) -> Namespaces {
-    let br = format!("{tag}br");
-    sh(&["ip", "netns", "add", &br]);
-    let mut all = Namespaces(vec![br.clone()]);
-    sh(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
-    sh(&["ip", "-n", &br, "link", "set", "br0", "up"]);
-    for i in 0..n {
-        let ns = format!("{tag}{i}");
-        sh(&["ip", "netns", "add", &ns]);
-        all.0.push(ns.clone());
-        let inner = format!("{tag}v{i}");
-        let outer = format!("{tag}p{i}");
-        // Created inside the namespaces: nothing ever appears on the host.
-        sh(&[
-            "ip", "-n", &ns, "link", "add", &inner, "type", "veth", "peer", "name", &outer,
-            "netns", &br,
-        ]);
-        sh(&[
-            "ip", "-n", &br, "link", "set", &outer, "master", "br0", "up",
-        ]);
-        let addr = format!("10.{net}.0.{}/24", i + 1);
-        sh(&["ip", "-n", &ns, "addr", "add", &addr, "dev", &inner]);
-        sh(&["ip", "-n", &ns, "link", "set", &inner, "up"]);
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-    }
-    all
 }
 
 #[test]

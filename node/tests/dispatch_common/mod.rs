@@ -4,21 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use serde_json::Value;
 
 #[path = "../../../runtime/tests/common/guests.rs"]
 mod guests;
 
-pub fn omega() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_omega"));
-    c.env_remove("OMEGA_KEY")
-        .env_remove("OMEGA_DATA_DIR")
-        .env_remove("OMEGA_NODE_DIR");
-    c
-}
+pub use super::mesh_common::{node_command, omega, wait_for};
 
 /// Runs `omega --json ARGS`: (success, stdout JSON, stderr text).
 pub fn run(args: &[&str]) -> (bool, Value, String) {
@@ -141,40 +135,11 @@ impl Node {
         extra: &[&str],
         up_within: Duration,
     ) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("log"))
-            .unwrap();
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_omega")]);
-                c
-            }
-            None => omega(),
-        };
-        cmd.args([
-            "node",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            listen,
-        ])
-        .args(["--name", name, "--substrate", substrate])
-        .args(["--discovery-interval", "1", "--memory-mib", "2048"])
-        .args(extra)
-        .env("RUST_LOG", "info,libp2p=warn")
-        .stdout(Stdio::null())
-        .stderr(log);
-        if let Some(t) = token {
-            cmd.args(["--join", t]);
-        }
-        for p in peers {
-            cmd.args(["--peer", p]);
-        }
-        let child = cmd.spawn().expect("spawn omega node");
+        let mut flags = vec!["--memory-mib", "2048"];
+        flags.extend_from_slice(extra);
+        let child = node_command(dir, name, substrate, token, peers, netns, listen, &flags)
+            .spawn()
+            .expect("spawn omega node");
         let n = Self {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
@@ -230,18 +195,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Polls `cond` every 50 ms until it holds or `limit` passes; returns the time it took.
-pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if cond() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 pub fn wasm(name: &str) -> String {

@@ -8,8 +8,64 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// `omega`, without the environment variables that would point it at the
+/// developer's own key or node.
 pub fn omega() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_omega"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_omega"));
+    c.env_remove("OMEGA_KEY")
+        .env_remove("OMEGA_DATA_DIR")
+        .env_remove("OMEGA_NODE_DIR");
+    c
+}
+
+/// The `omega node` command the test harnesses start: inside `netns` if
+/// given, stderr appended to `DIR/log`, discovery every second, then
+/// `extra`, `--join` and the `--peer`s.
+#[allow(clippy::too_many_arguments)]
+pub fn node_command(
+    dir: &Path,
+    name: &str,
+    substrate: &str,
+    token: Option<&str>,
+    peers: &[String],
+    netns: Option<&str>,
+    listen: &str,
+    extra: &[&str],
+) -> Command {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("log"))
+        .unwrap();
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_omega")]);
+            c
+        }
+        None => omega(),
+    };
+    cmd.args([
+        "node",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        listen,
+    ])
+    .args(["--name", name, "--substrate", substrate])
+    .args(["--discovery-interval", "1"])
+    .args(extra)
+    .env("RUST_LOG", "info,libp2p=warn")
+    .stdout(Stdio::null())
+    .stderr(log);
+    if let Some(t) = token {
+        cmd.args(["--join", t]);
+    }
+    for p in peers {
+        cmd.args(["--peer", p]);
+    }
+    cmd
 }
 
 /// Runs `omega --json ARGS` and parses its output.
@@ -71,46 +127,9 @@ impl Daemon {
         listen: &str,
         extra: &[&str],
     ) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("log"))
-            .unwrap();
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_omega")]);
-                c
-            }
-            None => omega(),
-        };
-        cmd.args([
-            "node",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            listen,
-        ])
-        .args([
-            "--name",
-            name,
-            "--substrate",
-            "habitat",
-            "--discovery-interval",
-            "1",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "info,libp2p=warn")
-        .stdout(Stdio::null())
-        .stderr(log);
-        if let Some(t) = token {
-            cmd.args(["--join", t]);
-        }
-        for p in peers {
-            cmd.args(["--peer", p]);
-        }
-        let child = cmd.spawn().expect("spawn omega node");
+        let child = node_command(dir, name, "habitat", token, peers, netns, listen, extra)
+            .spawn()
+            .expect("spawn omega node");
         let d = Self {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
@@ -258,4 +277,34 @@ impl Drop for Namespaces {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// Namespaces `{tag}0..n` each with a veth into a bridge living in `{tag}br`,
+/// addresses 10.{net}.0.{i+1}/24.
+pub fn bridge(tag: &str, n: usize, net: u8) -> Namespaces {
+    let br = format!("{tag}br");
+    sh(&["ip", "netns", "add", &br]);
+    let mut all = Namespaces(vec![br.clone()]);
+    sh(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
+    sh(&["ip", "-n", &br, "link", "set", "br0", "up"]);
+    for i in 0..n {
+        let ns = format!("{tag}{i}");
+        sh(&["ip", "netns", "add", &ns]);
+        all.0.push(ns.clone());
+        let inner = format!("{tag}v{i}");
+        let outer = format!("{tag}p{i}");
+        // Created inside the namespaces: nothing ever appears on the host.
+        sh(&[
+            "ip", "-n", &ns, "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+            "netns", &br,
+        ]);
+        sh(&[
+            "ip", "-n", &br, "link", "set", &outer, "master", "br0", "up",
+        ]);
+        let addr = format!("10.{net}.0.{}/24", i + 1);
+        sh(&["ip", "-n", &ns, "addr", "add", &addr, "dev", &inner]);
+        sh(&["ip", "-n", &ns, "link", "set", &inner, "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    }
+    all
 }
