@@ -2,35 +2,10 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-#[path = "../../runtime/tests/common/guests.rs"]
-mod guests;
-use guests::guests;
-
-fn wasm(name: &str) -> String {
-    guests().join(format!("{name}.wasm")).display().to_string()
-}
-
-fn omega(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_omega"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .env("OMEGA_HOME", home)
-        .env_remove("OMEGA_KEY")
-        .env_remove("OMEGA_DATA_DIR")
-        .output()
-        .expect("omega runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod cli_common;
+use cli_common::{omega, text, wasm};
 
 #[test]
 fn run_prints_what_the_brane_emitted() {
