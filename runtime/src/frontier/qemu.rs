@@ -30,10 +30,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use omega_agent::proto::Limits;
-
 use super::gpu::GpuAssignment;
-use super::session::AgentSession;
+use super::session::{AgentSession, limits_for};
 use super::{Backend, FrontierError, ProbeReport, Vm, VmSpec};
 use crate::error::{EventError, TrapKind};
 use crate::event::{Event, LogSink, Outcome, discard_logs};
@@ -473,12 +471,8 @@ impl QemuBackend {
             what: format!("agent socket {}", sock.display()),
             source,
         })?;
-        let limits = Limits {
-            max_emits: self.config.max_emits,
-            max_payload: self.config.max_payload,
-            event_timeout_ms: u64::try_from(spec.event_timeout.as_millis()).unwrap_or(u64::MAX),
-            max_log_lines: self.config.max_log_lines,
-        };
+        let c = &self.config;
+        let limits = limits_for(spec, c.max_emits, c.max_payload, c.max_log_lines);
         let session = AgentSession::establish(
             &spec.name,
             reader,
@@ -496,19 +490,7 @@ impl QemuBackend {
                 if let Some(e) = proc.exited_error() {
                     return Err(e);
                 }
-                if b.timeout {
-                    return Err(FrontierError::BootTimeout {
-                        backend: self.name().into(),
-                        after: spec.boot_timeout,
-                        serial: proc.tail(),
-                    });
-                }
-                return Err(FrontierError::Protocol(format!(
-                    "{}: {}; last serial output: {}",
-                    spec.name,
-                    b.reason,
-                    proc.tail()
-                )));
+                return Err(b.into_boot_error(self.name(), spec, proc.tail()));
             }
         };
         Ok(QemuVm {

@@ -13,6 +13,7 @@ use omega_agent::proto::{
     PROTOCOL_VERSION, WireEvent,
 };
 
+use super::{FrontierError, VmSpec};
 use crate::error::{EventError, TrapKind};
 use crate::event::{Emitted, Event, LogLevel, LogSink, Outcome};
 
@@ -32,6 +33,46 @@ pub struct Broken {
 impl std::fmt::Display for Broken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.reason)
+    }
+}
+
+impl Broken {
+    /// The error of a boot whose agent session broke while the VMM still
+    /// runs: a [`FrontierError::BootTimeout`] when the deadline passed, a
+    /// protocol error otherwise; both carry the tail of the serial console.
+    pub(crate) fn into_boot_error(
+        self,
+        backend: &str,
+        spec: &VmSpec,
+        serial: String,
+    ) -> FrontierError {
+        if self.timeout {
+            return FrontierError::BootTimeout {
+                backend: backend.into(),
+                after: spec.boot_timeout,
+                serial,
+            };
+        }
+        FrontierError::Protocol(format!(
+            "{}: {}; last serial output: {serial}",
+            spec.name, self.reason
+        ))
+    }
+}
+
+/// The agent's per-event limits: the backend's node-wide bounds and the
+/// spec's per-event timeout.
+pub(crate) fn limits_for(
+    spec: &VmSpec,
+    max_emits: u32,
+    max_payload: u32,
+    max_log_lines: u32,
+) -> Limits {
+    Limits {
+        max_emits,
+        max_payload,
+        event_timeout_ms: u64::try_from(spec.event_timeout.as_millis()).unwrap_or(u64::MAX),
+        max_log_lines,
     }
 }
 

@@ -30,9 +30,7 @@ pub use machine::{
     API_SOCK, LOG_FILE, METRICS_FILE, Machine, PID_FILE, SERIAL_KEEP, VSOCK_SOCK, firecracker_args,
 };
 
-use omega_agent::proto::Limits;
-
-use super::session::AgentSession;
+use super::session::{AgentSession, limits_for};
 use super::{Backend, FrontierError, ProbeReport, Vm, VmSpec};
 use crate::error::{EventError, TrapKind};
 use crate::event::{Event, LogSink, Outcome, discard_logs};
@@ -373,12 +371,8 @@ impl Backend for Firecracker {
             .set_write_timeout(Some(spec.event_timeout.max(Duration::from_secs(5))))
             .map_err(io)?;
         let reader = stream.try_clone().map_err(io)?;
-        let limits = Limits {
-            max_emits: self.config.max_emits,
-            max_payload: self.config.max_payload,
-            event_timeout_ms: u64::try_from(spec.event_timeout.as_millis()).unwrap_or(u64::MAX),
-            max_log_lines: self.config.max_log_lines,
-        };
+        let c = &self.config;
+        let limits = limits_for(spec, c.max_emits, c.max_payload, c.max_log_lines);
         let session = AgentSession::establish(
             &spec.name,
             reader,
@@ -406,17 +400,7 @@ impl Backend for Firecracker {
                         serial,
                     });
                 }
-                if broken.timeout {
-                    return Err(FrontierError::BootTimeout {
-                        backend: BACKEND.into(),
-                        after: spec.boot_timeout,
-                        serial,
-                    });
-                }
-                return Err(FrontierError::Protocol(format!(
-                    "{}: {broken}; last serial output: {serial}",
-                    spec.name
-                )));
+                return Err(broken.into_boot_error(BACKEND, spec, serial));
             }
         };
         Ok(Box::new(FirecrackerVm {
