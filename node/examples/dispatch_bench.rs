@@ -26,23 +26,9 @@ use omega_gossip::Hlc;
 use omega_gossip::desired::{Authority, DesiredRecord};
 use serde_json::Value;
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
-}
-
-fn omega_path(args: &[String]) -> PathBuf {
-    if let Some(i) = args.iter().position(|a| a == "--omega") {
-        return PathBuf::from(&args[i + 1]);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("omega"))
-        .expect("target dir")
-}
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+use bench_common::{arg, omega_path, proc_kib, wait};
 
 fn run(omega: &Path, args: &[&str]) -> Value {
     let out = Command::new(omega)
@@ -131,17 +117,6 @@ fn start(
     node
 }
 
-fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 /// Every placed brane of `manifest` runs its current plan where placed.
 fn ready(ps: &Value, manifest: &str, plan: Option<&str>) -> bool {
     ps["manifests"]
@@ -174,13 +149,7 @@ fn transform_on(ps: &Value, manifest: &str) -> Vec<String> {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS") as f64 / 1024.0
 }
 
 fn dispatch_bytes(nodes: &[Node]) -> Vec<u64> {

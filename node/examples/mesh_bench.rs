@@ -15,16 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn omega_path(args: &[String]) -> PathBuf {
-    if let Some(i) = args.iter().position(|a| a == "--omega") {
-        return PathBuf::from(&args[i + 1]);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("omega"))
-        .expect("target dir")
-}
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+use bench_common::{omega_path, proc_kib, wait};
 
 fn json(omega: &PathBuf, args: &[&str]) -> Value {
     let out = Command::new(omega)
@@ -33,15 +26,6 @@ fn json(omega: &PathBuf, args: &[&str]) -> Value {
         .output()
         .expect("run omega");
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-/// A `KEY:   N kB` field of a /proc file, in KiB.
-fn proc_kib(path: &str, key: &str) -> u64 {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Memory of a process, KiB: (RSS, anonymous RSS, file-backed RSS, PSS).
@@ -106,17 +90,6 @@ fn status(omega: &PathBuf, n: &Node) -> Value {
     )
 }
 
-fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let idle = args
@@ -151,11 +124,14 @@ fn main() {
         .expect("invite")
         .to_owned();
     let n1 = start(&omega, tmp.join("n1"), "n1", &token, None);
-    assert!(wait(Duration::from_secs(10), || {
-        status(&omega, &n1)["listen"]
-            .as_array()
-            .is_some_and(|l| !l.is_empty())
-    }));
+    assert!(
+        wait(Duration::from_secs(10), || {
+            status(&omega, &n1)["listen"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        })
+        .is_some()
+    );
     let seed = status(&omega, &n1)["listen"][0]
         .as_str()
         .expect("listen")
@@ -166,7 +142,8 @@ fn main() {
         let n = start(&omega, tmp.join(name), name, &token, Some(&seed));
         let ok = wait(Duration::from_secs(10), || {
             !status(&omega, &n)["admitted_after_ms"].is_null()
-        });
+        })
+        .is_some();
         assert!(ok, "{name} not admitted");
         let wall = n.spawned.elapsed();
         let internal = status(&omega, &n)["admitted_after_ms"]
@@ -175,9 +152,12 @@ fn main() {
         admitted.push((name, wall, internal));
         nodes.push(n);
     }
-    assert!(wait(Duration::from_secs(15), || nodes
-        .iter()
-        .all(|n| status(&omega, n)["live_members"] == 2)));
+    assert!(
+        wait(Duration::from_secs(15), || nodes
+            .iter()
+            .all(|n| status(&omega, n)["live_members"] == 2))
+        .is_some()
+    );
     std::thread::sleep(Duration::from_secs(idle.saturating_sub(10)));
     let before: Vec<u64> = nodes
         .iter()
