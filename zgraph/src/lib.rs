@@ -61,7 +61,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 pub use error::{Diagnostics, ErrorKind, ManifestError};
-pub use names::PeersGlob;
+pub use names::{MAX_PEERS_GLOB, PeersGlob};
 pub use plan::{
     Brane, Capability, DirGrant, Edge, EventType, Gpu, Grants, ImageRef, Limits, Plan, PlanHash,
     Replicas, Resolver, ResolverMode, Substrate,

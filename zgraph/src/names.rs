@@ -10,6 +10,11 @@ pub(crate) const MAX_BRANE_NAME: usize = 63;
 pub(crate) const MAX_EVENT_TYPE: usize = 255;
 /// Longest DNS name (and node name).
 pub(crate) const MAX_DNS_NAME: usize = 253;
+/// Longest `peers` glob, in bytes. Compiling a glob costs time and memory
+/// that grow with its length (a glob of ~90,000 `*` makes the regex engine
+/// give up), and a glob arrives from the mesh in signed records, so its
+/// length is bounded before it is compiled.
+pub const MAX_PEERS_GLOB: usize = 256;
 
 /// Brane names (also mesh and resolver names): `[a-z][a-z0-9-]{0,62}`.
 pub(crate) fn check_brane_name(s: &str) -> Result<(), String> {
@@ -111,11 +116,21 @@ pub(crate) fn compile_glob(s: &str) -> Result<globset::GlobMatcher, String> {
     if s.is_empty() {
         return Err("the glob is empty".into());
     }
-    globset::GlobBuilder::new(s)
+    if s.len() > MAX_PEERS_GLOB {
+        return Err(format!(
+            "it is {} bytes long, the longest allowed is {MAX_PEERS_GLOB}",
+            s.len()
+        ));
+    }
+    let glob = globset::GlobBuilder::new(s)
         .literal_separator(true)
         .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| e.kind().to_string())
+        .map_err(|e| e.kind().to_string())?;
+    // `compile_matcher` panics when the regex engine refuses the pattern;
+    // the length bound above keeps every glob far below that size, and this
+    // turns a refusal it did not foresee into an error instead of a crash.
+    std::panic::catch_unwind(|| glob.compile_matcher())
+        .map_err(|_| "the glob is too complex to compile".to_owned())
 }
 
 /// Length of the text form of a CIDv1 raw BLAKE3 id: `b` + base32 of 36 bytes.

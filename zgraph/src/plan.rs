@@ -413,6 +413,22 @@ impl Plan {
     pub fn to_format(&self, format: crate::Format) -> String {
         crate::emit::to_format(self, format)
     }
+
+    /// Checks every manifest rule again on a plan that did not come from
+    /// [`crate::load`] here (one deserialized from a record a peer sent):
+    /// the plan is written back as a manifest and loaded, and the result
+    /// must be this very plan. `Err` carries the first problem, for people.
+    pub fn revalidate(&self) -> Result<(), String> {
+        let text = self.to_format(crate::Format::Json);
+        match crate::load(&text, "plan", crate::Format::Json) {
+            Ok(again) if again == *self => Ok(()),
+            Ok(_) => Err("the plan is not in normal form".into()),
+            Err(d) => Err(d
+                .errors()
+                .first()
+                .map_or_else(|| "invalid plan".to_owned(), |e| e.message.clone())),
+        }
+    }
 }
 
 /// The BLAKE3 hash of a [`Plan`]'s canonical encoding; displays as 64
