@@ -23,17 +23,19 @@
 //! An invite is a bearer secret until it expires: whoever holds the token can
 //! join (once per node key) within the substrate and name pattern it allows.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ipld_core::ipld::Ipld;
-use omega_gossip::{NodeId, Substrate};
-use omega_identity::chain::{ChainError, ReplayGuard, RevocationSet, Validator, ValidatorConfig};
+use omega_identity::chain::{ChainError, ReplayGuard, Validator, ValidatorConfig};
 use omega_identity::policy::Policy;
 use omega_identity::ucan::{Command, Delegation, Invocation, Signed, TokenError};
-use omega_identity::{Cid, Did, Keypair};
+use omega_identity::{Cid, Did, Ipld, Keypair};
 use serde::{Deserialize, Serialize};
+
+use crate::desired::Revocations;
+use crate::id::NodeId;
+use crate::record::Substrate;
 
 /// The command a join invocation invokes.
 pub const JOIN_COMMAND: &str = "/mesh/join";
@@ -96,25 +98,6 @@ impl From<TokenError> for JoinError {
     }
 }
 
-/// The substrate name used in tokens, flags and JSON.
-pub fn substrate_name(s: Substrate) -> &'static str {
-    match s {
-        Substrate::Gaia => "gaia",
-        Substrate::Biome => "biome",
-        _ => "habitat",
-    }
-}
-
-/// Parses `gaia`, `biome` or `habitat`.
-pub fn parse_substrate(s: &str) -> Option<Substrate> {
-    match s {
-        "gaia" => Some(Substrate::Gaia),
-        "biome" => Some(Substrate::Biome),
-        "habitat" => Some(Substrate::Habitat),
-        _ => None,
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct TokenWire {
     v: u8,
@@ -160,7 +143,7 @@ impl JoinToken {
         let mut pol = vec![serde_json::json!([
             "==",
             ".substrate",
-            substrate_name(spec.substrate)
+            spec.substrate.as_str()
         ])];
         if let Some(p) = &spec.name_pattern {
             pol.push(serde_json::json!(["like", ".name", p]));
@@ -242,7 +225,7 @@ impl JoinToken {
             ("name".to_owned(), Ipld::String(name.to_owned())),
             (
                 "substrate".to_owned(),
-                Ipld::String(substrate_name(substrate).to_owned()),
+                Ipld::String(substrate.as_str().to_owned()),
             ),
         ]
         .into_iter()
@@ -342,13 +325,13 @@ pub struct Admitted {
     pub proofs: Vec<Cid>,
 }
 
-/// Checks join requests against this mesh's root and revocations.
+/// Checks join requests against this mesh's root and the mesh's
+/// revocations (the desired-state document's, passed to every call: there is
+/// one revocation set per node, not one per check).
 #[derive(Debug)]
 pub struct Admitter {
     mesh: Did,
     validator: Validator,
-    revoked_tokens: RevocationSet,
-    revoked_nodes: HashSet<NodeId>,
     seen: ReplayGuard,
 }
 
@@ -359,8 +342,6 @@ impl Admitter {
         Self {
             mesh,
             validator: Validator::new(ValidatorConfig::default()),
-            revoked_tokens: RevocationSet::new(),
-            revoked_nodes: HashSet::new(),
             seen: ReplayGuard::new(max_replay),
         }
     }
@@ -370,30 +351,17 @@ impl Admitter {
         &self.mesh
     }
 
-    /// Revokes a node: it is refused from now on.
-    pub fn revoke_node(&mut self, node: NodeId) {
-        self.revoked_nodes.insert(node);
-    }
-
-    /// Revokes a token by CID.
-    pub fn revoke_token(&mut self, cid: Cid) {
-        self.revoked_tokens.insert(cid);
-    }
-
-    /// Whether the node is revoked.
-    pub fn is_revoked(&self, node: &NodeId) -> bool {
-        self.revoked_nodes.contains(node)
-    }
-
-    /// Validates `req` from the authenticated peer `peer` at unix time `now`.
+    /// Validates `req` from the authenticated peer `peer` at unix time `now`
+    /// (seconds): refused when the peer or any token of the chain is in `revoked`.
     pub fn admit(
         &mut self,
         peer: &NodeId,
         req: &JoinRequest,
         now: u64,
+        revoked: &Revocations,
     ) -> Result<Admitted, JoinError> {
         let actual = peer.did().map_err(|_| JoinError::BadArgument("peer key"))?;
-        if self.revoked_nodes.contains(peer) {
+        if revoked.nodes.contains(&actual) {
             return Err(JoinError::NodeRevoked(actual.to_string()));
         }
         let (Some(inv), Some(del)) = (&req.invocation, &req.delegation) else {
@@ -412,13 +380,9 @@ impl Admitter {
         }
         let proofs = [del];
         self.seen.prune(now);
-        let valid = self.validator.validate(
-            &inv,
-            &proofs[..],
-            now,
-            &self.revoked_tokens,
-            &mut self.seen,
-        )?;
+        let valid =
+            self.validator
+                .validate(&inv, &proofs[..], now, &revoked.tokens, &mut self.seen)?;
         if valid.subject != self.mesh || valid.root_issuer != self.mesh {
             return Err(JoinError::OtherMesh {
                 token_mesh: valid.root_issuer.to_string(),
@@ -438,7 +402,7 @@ impl Admitter {
             });
         }
         let substrate =
-            parse_substrate(&text("substrate")?).ok_or(JoinError::BadArgument("substrate"))?;
+            Substrate::parse(&text("substrate")?).ok_or(JoinError::BadArgument("substrate"))?;
         Ok(Admitted {
             node: *peer,
             name: text("name")?,
@@ -450,7 +414,12 @@ impl Admitter {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn none() -> Revocations {
+        Revocations::default()
+    }
 
     const NOW: u64 = 1_800_000_000;
 
@@ -477,7 +446,9 @@ mod tests {
             .unwrap();
         let req = JoinRequest::from_bytes(&req.to_bytes()).unwrap();
         let mut adm = Admitter::new(root.did(), 64);
-        let ok = adm.admit(&NodeId::from(node.public()), &req, NOW).unwrap();
+        let ok = adm
+            .admit(&NodeId::from(node.public()), &req, NOW, &none())
+            .unwrap();
         assert_eq!(ok.name, "nas-01");
         assert_eq!(ok.substrate, Substrate::Habitat);
     }
@@ -489,7 +460,7 @@ mod tests {
         let mut adm = Admitter::new(root.did(), 64);
         // No token.
         assert_eq!(
-            adm.admit(&id, &JoinRequest::default(), NOW),
+            adm.admit(&id, &JoinRequest::default(), NOW, &none()),
             Err(JoinError::NoToken)
         );
         // Wrong substrate / name: the policy refuses.
@@ -497,14 +468,14 @@ mod tests {
             .invoke(&node.did(), "nas-01", Substrate::Gaia, NOW, vec![2])
             .unwrap();
         assert!(matches!(
-            adm.admit(&id, &req, NOW),
+            adm.admit(&id, &req, NOW, &none()),
             Err(JoinError::Chain(e)) if matches!(*e, ChainError::PolicyMismatch { .. })
         ));
         let req = token
             .invoke(&node.did(), "pi-01", Substrate::Habitat, NOW, vec![3])
             .unwrap();
         assert!(matches!(
-            adm.admit(&id, &req, NOW),
+            adm.admit(&id, &req, NOW, &none()),
             Err(JoinError::Chain(e)) if matches!(*e, ChainError::PolicyMismatch { .. })
         ));
         // Expired.
@@ -518,7 +489,7 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            adm.admit(&id, &req, NOW + 7200),
+            adm.admit(&id, &req, NOW + 7200, &none()),
             Err(JoinError::Chain(e)) if matches!(*e, ChainError::Expired { .. })
         ));
         // Presented by another peer.
@@ -527,13 +498,13 @@ mod tests {
             .unwrap();
         let other = NodeId::from(Keypair::from_seed([4; 32]).public());
         assert!(matches!(
-            adm.admit(&other, &req, NOW),
+            adm.admit(&other, &req, NOW, &none()),
             Err(JoinError::WrongNode { .. })
         ));
         // Another mesh.
         let mut other_mesh = Admitter::new(Keypair::from_seed([5; 32]).did(), 64);
         assert!(matches!(
-            other_mesh.admit(&id, &req, NOW),
+            other_mesh.admit(&id, &req, NOW, &none()),
             Err(JoinError::OtherMesh { .. })
         ));
         // Tampered delegation bytes.
@@ -542,16 +513,17 @@ mod tests {
             let n = d.len();
             d[n - 3] ^= 1;
         }
-        assert!(adm.admit(&id, &bad, NOW).is_err());
+        assert!(adm.admit(&id, &bad, NOW, &none()).is_err());
         // Revoked token, then revoked node.
-        adm.revoke_token(token.delegation.cid());
+        let mut revoked = none();
+        revoked.tokens.insert(token.delegation.cid());
         assert!(matches!(
-            adm.admit(&id, &req, NOW),
+            adm.admit(&id, &req, NOW, &revoked),
             Err(JoinError::Chain(e)) if matches!(*e, ChainError::Revoked { .. })
         ));
-        adm.revoke_node(id);
+        revoked.nodes.insert(node.did());
         assert!(matches!(
-            adm.admit(&id, &req, NOW),
+            adm.admit(&id, &req, NOW, &revoked),
             Err(JoinError::NodeRevoked(_))
         ));
     }
@@ -562,7 +534,10 @@ mod tests {
         let mut adm = Admitter::new(root.did(), 64);
         for junk in [&b""[..], b"\xff\xff", &[0xa2; 100]] {
             if let Ok(req) = JoinRequest::from_bytes(junk) {
-                assert!(adm.admit(&NodeId::from(node.public()), &req, NOW).is_err());
+                assert!(
+                    adm.admit(&NodeId::from(node.public()), &req, NOW, &none())
+                        .is_err()
+                );
             }
         }
         assert!(JoinToken::decode("omega-join1.!!!").is_err());

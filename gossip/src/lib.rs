@@ -1,5 +1,53 @@
-//! `omega-gossip`: the sans-IO core of an Omega mesh — membership and liveness,
-//! the replicated desired state ([`desired`], [`hlc`]) and placement ([`placement`]).
+//! `omega-gossip`: the sans-IO brain of an Omega mesh node.
+//!
+//! [`node::Node`] is one state machine per node that decides everything
+//! about the mesh: admission (the join handshake, [`join`]), membership and
+//! liveness ([`Membership`], SWIM), the replicated desired state
+//! ([`DesiredState`], a yrs document of signed records, [`desired`]) with
+//! persistence ordering and anti-entropy, node statuses, revocations,
+//! strikes, bans and rate limits, the address book, placement
+//! ([`placement`]) and the reconciler's decisions. It does no I/O: no
+//! sockets, no tokio, no clock, no OS randomness. Time ([`time::Now`]:
+//! monotonic and unix milliseconds, as distinct types) and a random seed
+//! are inputs, so the same seed and inputs give the same outputs, byte for
+//! byte. Three drivers run the same `Node`: the daemon (`omega-p2p` with
+//! libp2p, `omega-node` with redb and the runtime), the deterministic
+//! harness [`testkit::mesh`] (and the simulator built on it), and unit
+//! tests with hand-written inputs.
+//!
+//! # Driver contract
+//!
+//! ```text
+//! let mut node = Node::new(config, identity, &stored_updates, seed, now)?;
+//! loop {
+//!     // 1. one input: a network event, a local command, a completed effect,
+//!     //    or Input::Timeout once node.poll_timeout() is reached
+//!     node.handle_input(input, now);
+//!     // 2. drain and execute every output before the next input
+//!     while let Some(output) = node.poll_output() { execute(output) }
+//!     // 3. sleep until the next input or node.poll_timeout()
+//! }
+//! ```
+//!
+//! - Every connection and message carries the transport-authenticated
+//!   [`NodeId`] (the peer's Ed25519 key, which is also its `did:key` and its
+//!   libp2p `PeerId`); the driver passes it in and decides nothing.
+//! - [`node::Output::Persist`] is executed in order, off the network loop,
+//!   and reported with [`node::Input::Persisted`]; what depends on a write
+//!   (an announce, a reply, a gossip `Accept`) is released by the node only
+//!   then. [`node::Output::ReadBlob`] and [`node::Output::Start`] likewise
+//!   report back as inputs.
+//! - Requests, gossip validations and commands are matched to their answers
+//!   by ids ([`node::RequestId`], [`node::GossipRef`], [`node::CommandId`]).
+//!
+//! The [`node`] module documents every input and output and what the node
+//! guarantees; `docs/src/architecture.md` has the diagram of which crate
+//! decides what.
+//!
+//! # The machines inside
+//!
+//! [`Membership`] and [`DesiredState`] can also be driven on their own (the
+//! membership harness [`testkit::Sim`] and benchmarks do):
 //!
 //! A [`Membership`] is one node's view of the mesh: a compact table of member
 //! records, each signed by its member, and what this node believes about each
@@ -15,10 +63,9 @@
 //! byte for byte, which is what lets [`testkit`] and the simulator run thousands
 //! of members in one thread.
 //!
-//! # Driver contract
+//! ## Membership on its own
 //!
-//! The driver (`omega-p2p` with libp2p and a real clock, the simulator, or a
-//! test) owns one `Membership` per node and does this:
+//! A driver of a bare `Membership` does this:
 //!
 //! 1. **Create** it with [`Membership::new`]: the [`Config`] (mesh id, timers,
 //!    limits), the [`LocalMember`] (node key, [`Profile`], starting
@@ -57,7 +104,7 @@
 //! it is hit), so a driver that drains late loses messages or old events, never
 //! memory.
 //!
-//! # Desired state and placement
+//! ## Desired state and placement on their own
 //!
 //! The same driver also owns one [`DesiredState`] per node ([`desired`]): the
 //! yrs document of signed manifests, image names and revocations.
@@ -89,7 +136,7 @@
 //! ([`placement::Candidate::from_view`] over the membership table): start
 //! what [`Placement::for_node`] lists for this node, stop the rest.
 //!
-//! # Trust
+//! ## Trust
 //!
 //! A record is accepted only if it is signed by the member it describes, names
 //! this mesh, fits the [`Limits`], obeys the axis rules (no `frontier` on
@@ -145,13 +192,16 @@ mod config;
 pub mod desired;
 pub mod hlc;
 mod id;
+pub mod join;
 mod membership;
 mod message;
+pub mod node;
 pub mod placement;
 mod record;
 pub mod testkit;
 #[cfg(test)]
 mod tests;
+pub mod time;
 pub mod wire;
 
 pub use admission::{Admission, AllowAll, AllowSet};
@@ -162,9 +212,11 @@ pub use id::{MeshId, NodeId};
 pub use membership::{
     CommandError, Event, LocalMember, MemberView, Membership, Refusal, State, Stats, Transmit,
 };
+pub use node::Node;
 pub use placement::{BranePlacement, Candidate, Ineligible, Placement, place};
 pub use record::{
     Capabilities, Ed25519Verifier, MemberRecord, Profile, RecordError, Resources, SignError,
     SignedRecord, Substrate, Verifier,
 };
+pub use time::{Mono, Now, Unix};
 pub use wire::DecodeError;

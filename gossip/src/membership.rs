@@ -51,6 +51,16 @@ impl State {
         }
     }
 
+    /// `alive`, `suspect`, `dead` or `left`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Dead => "dead",
+            Self::Left => "left",
+        }
+    }
+
     /// Alive or suspect: probed and counted in the mesh size.
     pub fn is_live(self) -> bool {
         matches!(self, Self::Alive | Self::Suspect)

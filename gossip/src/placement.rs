@@ -51,6 +51,7 @@ use std::collections::BTreeMap;
 
 use omega_zgraph::{Brane, Capability, Gpu, PeersGlob, Plan, Replicas};
 
+use crate::desired::Manifest;
 use crate::id::NodeId;
 use crate::membership::{MemberView, State};
 use crate::record::{Capabilities, Substrate};
@@ -226,6 +227,37 @@ pub fn place(plan: &Plan, members: &[Candidate]) -> Placement {
     }
 }
 
+/// One brane of one manifest and where it runs.
+#[derive(Debug, Clone)]
+pub struct Placed<'a> {
+    /// Its manifest.
+    pub manifest: &'a Manifest,
+    /// The brane's name in the manifest.
+    pub name: &'a str,
+    /// Its spec.
+    pub brane: &'a Brane,
+    /// Where it runs.
+    pub placement: BranePlacement,
+}
+
+/// Places every brane of every manifest, each under the HRW key
+/// `MANIFEST/BRANE`, so two manifests with a brane of the same name spread
+/// independently. Every node computes the same answer from the same state.
+pub fn place_all<'a>(manifests: &'a [Manifest], members: &[Candidate]) -> Vec<Placed<'a>> {
+    let mut out = Vec::new();
+    for m in manifests {
+        for (name, brane) in m.plan.branes() {
+            out.push(Placed {
+                manifest: m,
+                name,
+                brane,
+                placement: place_brane(&format!("{}/{name}", m.name), brane, members),
+            });
+        }
+    }
+    out
+}
+
 /// Places one brane under the HRW key `key` (its name, or a name qualified by
 /// its manifest when several manifests share brane names).
 pub fn place_brane(key: &str, brane: &Brane, members: &[Candidate]) -> BranePlacement {
@@ -286,7 +318,7 @@ fn reasons(
         State::Dead => out.push(Ineligible::NotAlive(StateName::Dead)),
         State::Left => out.push(Ineligible::NotAlive(StateName::Left)),
     }
-    let wanted = substrate(brane.substrate);
+    let wanted = Substrate::from(brane.substrate);
     if m.substrate != wanted {
         out.push(Ineligible::WrongSubstrate {
             wanted,
@@ -331,14 +363,6 @@ fn reasons(
         });
     }
     out
-}
-
-fn substrate(s: omega_zgraph::Substrate) -> Substrate {
-    match s {
-        omega_zgraph::Substrate::Gaia => Substrate::Gaia,
-        omega_zgraph::Substrate::Biome => Substrate::Biome,
-        omega_zgraph::Substrate::Habitat => Substrate::Habitat,
-    }
 }
 
 /// Whether two placements assign the same instance counts to the same

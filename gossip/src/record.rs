@@ -28,6 +28,23 @@ pub enum Substrate {
 }
 
 impl Substrate {
+    /// Every substrate.
+    pub const ALL: [Substrate; 3] = [Self::Gaia, Self::Biome, Self::Habitat];
+
+    /// The name used in tokens, flags, manifests and JSON: `gaia`, `biome`, `habitat`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gaia => "gaia",
+            Self::Biome => "biome",
+            Self::Habitat => "habitat",
+        }
+    }
+
+    /// Parses `gaia`, `biome` or `habitat`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     fn code(self) -> u8 {
         match self {
             Self::Gaia => 0,
@@ -45,6 +62,22 @@ impl Substrate {
                 what: "substrate",
                 value: v.into(),
             }),
+        }
+    }
+}
+
+impl std::fmt::Display for Substrate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<omega_zgraph::Substrate> for Substrate {
+    fn from(s: omega_zgraph::Substrate) -> Self {
+        match s {
+            omega_zgraph::Substrate::Gaia => Self::Gaia,
+            omega_zgraph::Substrate::Biome => Self::Biome,
+            omega_zgraph::Substrate::Habitat => Self::Habitat,
         }
     }
 }

@@ -53,7 +53,7 @@ fn machine(admission: Box<dyn Admission + Send>) -> Membership {
     Membership::new(Config::new(MESH), local, admission, [9; 32], 0).unwrap()
 }
 
-fn sync(entries: &[(State, &SignedRecord)], flags: SyncFlags) -> Vec<u8> {
+pub(crate) fn sync(entries: &[(State, &SignedRecord)], flags: SyncFlags) -> Vec<u8> {
     let mut w = Writer::default();
     Head::Sync { flags }.write(&mut w);
     w.varint(entries.len() as u64);

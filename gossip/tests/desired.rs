@@ -604,3 +604,46 @@ proptest! {
         }
     }
 }
+
+/// Regression: a signed record whose plan has a `peers` glob of ~90,000 `*`
+/// (built without the CLI, which refuses it) used to panic globset inside
+/// placement on every node. The plan is validated again on arrival, so the
+/// record is refused with the reason; and placement never panics on a plan
+/// that skipped validation anyway.
+#[test]
+fn a_hostile_plan_in_a_signed_record_is_refused_and_never_panics_placement() {
+    let root = key(1);
+    let mut v: serde_json::Value = serde_json::from_str(&plan(1).canonical_json()).unwrap();
+    v["branes"]["api"]["peers"] = serde_json::Value::String("*".repeat(90_000));
+    let hostile: Plan = serde_json::from_value(v).unwrap();
+    let record = DesiredRecord::apply(
+        "evil",
+        &hostile,
+        Hlc::new(NOW_MS, 0),
+        auth(&root, vec![], 9),
+    )
+    .unwrap();
+    let mut s = replica(10);
+    let err = s.apply_local(&record, NOW_MS).unwrap_err();
+    assert!(
+        matches!(&err, WriteError::Refused(Refusal::InvalidRecord { error: RecordError::BadPlan(why), .. }) if why.contains("longest allowed")),
+        "{err:?}"
+    );
+    assert_eq!(s.manifests().count(), 0);
+    // The same plan handed straight to placement: ineligible everywhere, no panic.
+    let member = omega_gossip::Candidate {
+        id: NodeId::from(key(2).public()),
+        name: "n".into(),
+        substrate: omega_gossip::Substrate::Gaia,
+        capabilities: omega_gossip::Capabilities::STANDARD,
+        free_memory_bytes: 1 << 30,
+        state: omega_gossip::State::Alive,
+    };
+    let placed = omega_gossip::place(&hostile, &[member]);
+    let api = &placed.branes["api"];
+    assert!(api.assignment.is_empty());
+    assert!(matches!(
+        api.ineligible.values().next().unwrap()[0],
+        omega_gossip::Ineligible::InvalidPeersGlob { .. }
+    ));
+}

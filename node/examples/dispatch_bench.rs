@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use omega_gossip::Hlc;
 use omega_gossip::desired::{Authority, DesiredRecord};
 use serde_json::Value;
@@ -194,8 +193,7 @@ fn write(
             nonce: hlc.wall_ms.to_le_bytes().to_vec(),
         },
     );
-    let body = base64::engine::general_purpose::STANDARD.encode(rec.encode());
-    let _ = omega_node::api::call(node, "POST", "/v0/records", body.as_bytes());
+    let _ = omega_node::api::Client::new(node).write(&rec.encode());
 }
 
 fn parked_plan(i: usize) -> omega_zgraph::Plan {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, connection_limits, gossipsub, identify, identity, kad, mdns,
+    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns,
     memory_connection_limits, ping, request_response,
 };
 
@@ -70,7 +70,7 @@ impl Default for NetConfig {
             max_connections: 256,
             max_connections_per_peer: 2,
             max_pending_incoming: 64,
-            max_join_message: crate::join::MAX_TOKEN_LEN,
+            max_join_message: omega_gossip::join::MAX_TOKEN_LEN,
             max_swim_message: 64 * 1024,
             max_gossipsub_message: 64 * 1024,
             max_state_message: (8 << 20) + 1024,
@@ -87,6 +87,9 @@ impl Default for NetConfig {
 /// Every protocol an Omega node speaks.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// Peers the node banned: their connections are denied here, before
+    /// any protocol sees them.
+    pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) memory: Toggle<memory_connection_limits::Behaviour>,
     pub(crate) identify: identify::Behaviour,
@@ -202,6 +205,7 @@ impl Behaviour {
             None
         };
         Ok(Self {
+            blocked: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
             memory: cfg
                 .max_memory_bytes

@@ -1,5 +1,6 @@
-//! Discovery providers: each finds candidate addresses and feeds them into one
-//! [`AddressBook`]. Discovery finds addresses; admission decides who is a member.
+//! Discovery providers: each finds candidate addresses for the node brain's
+//! address book (`omega_gossip::node`, fed as `Input::Discovered`).
+//! Discovery finds addresses; admission decides who is a member.
 //!
 //! Polled providers implement [`Discovery`]: [`Static`] (multiaddrs from flags),
 //! [`Tailscale`] (LocalAPI status over its unix socket), [`NetBird`] (the
@@ -11,13 +12,13 @@
 //! produce `/ip4/IP/udp/PORT/quic-v1` (and `/tcp/PORT`) with the configured
 //! overlay port, by convention the port this node listens on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
 
 /// What one discovery round produced.
@@ -337,101 +338,6 @@ impl Discovery for WireGuard {
     }
 }
 
-/// Limits of the [`AddressBook`].
-#[derive(Debug, Clone, Copy)]
-pub struct AddressBookConfig {
-    /// Most peers with known addresses. Default 1024; new peers beyond it are ignored.
-    pub max_peers: usize,
-    /// Most addresses kept per peer. Default 8; the oldest is dropped.
-    pub max_addrs_per_peer: usize,
-    /// Most addresses whose peer is not yet known (overlay IPs, static
-    /// addresses). Default 256; new ones beyond it are ignored.
-    pub max_candidates: usize,
-}
-
-impl Default for AddressBookConfig {
-    fn default() -> Self {
-        Self {
-            max_peers: 1024,
-            max_addrs_per_peer: 8,
-            max_candidates: 256,
-        }
-    }
-}
-
-/// Every address any provider found, bounded.
-#[derive(Debug, Default)]
-pub struct AddressBook {
-    config: AddressBookConfig,
-    peers: BTreeMap<PeerId, Vec<Multiaddr>>,
-    candidates: BTreeSet<Multiaddr>,
-}
-
-impl AddressBook {
-    /// An empty book with `config`'s limits.
-    pub fn new(config: AddressBookConfig) -> Self {
-        Self {
-            config,
-            ..Self::default()
-        }
-    }
-
-    /// Records a discovered address to dial; one ending in `/p2p/PEER` is
-    /// also filed under that peer. Returns whether it was new.
-    pub fn add(&mut self, addr: Multiaddr) -> bool {
-        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
-            let mut bare = addr.clone();
-            bare.pop();
-            self.add_peer_addr(peer, bare);
-        }
-        if self.candidates.contains(&addr) || self.candidates.len() >= self.config.max_candidates {
-            return false;
-        }
-        self.candidates.insert(addr)
-    }
-
-    /// Records an address of a known peer. Returns whether it was new.
-    pub fn add_peer_addr(&mut self, peer: PeerId, addr: Multiaddr) -> bool {
-        if !self.peers.contains_key(&peer) && self.peers.len() >= self.config.max_peers {
-            return false;
-        }
-        let addrs = self.peers.entry(peer).or_default();
-        if addrs.contains(&addr) {
-            return false;
-        }
-        if addrs.len() >= self.config.max_addrs_per_peer {
-            addrs.remove(0);
-        }
-        addrs.push(addr);
-        true
-    }
-
-    /// A peer's known addresses.
-    pub fn addrs(&self, peer: &PeerId) -> &[Multiaddr] {
-        self.peers.get(peer).map_or(&[], Vec::as_slice)
-    }
-
-    /// Forgets a peer.
-    pub fn remove_peer(&mut self, peer: &PeerId) {
-        self.peers.remove(peer);
-    }
-
-    /// Discovered addresses (some with `/p2p/PEER`): dial them while not connected.
-    pub fn candidates(&self) -> impl Iterator<Item = &Multiaddr> {
-        self.candidates.iter()
-    }
-
-    /// Peers with addresses.
-    pub fn len(&self) -> usize {
-        self.peers.len()
-    }
-
-    /// Whether no peer has addresses.
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,22 +405,5 @@ mod tests {
         assert!(parse_tailscale_status(b"\xff{", 1).is_err());
         assert!(parse_netbird_status(b"\"x\"", 1).is_err());
         assert!(parse_wg_dump("x\n\t\t\t", 1).is_empty());
-    }
-
-    #[test]
-    fn address_book_is_bounded() {
-        let mut book = AddressBook::new(AddressBookConfig {
-            max_peers: 1,
-            max_addrs_per_peer: 2,
-            max_candidates: 1,
-        });
-        let p = PeerId::random();
-        for port in 1..5u16 {
-            book.add_peer_addr(p, format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap());
-        }
-        assert_eq!(book.addrs(&p).len(), 2);
-        assert!(!book.add_peer_addr(PeerId::random(), "/ip4/127.0.0.1/tcp/1".parse().unwrap()));
-        assert!(book.add("/ip4/127.0.0.1/tcp/9".parse().unwrap()));
-        assert!(!book.add("/ip4/127.0.0.1/tcp/10".parse().unwrap()));
     }
 }

@@ -1,14 +1,21 @@
-//! A minimal HTTP/1.1 client and server over unix sockets, for JSON APIs on
-//! one host (the Tailscale LocalAPI, Omega's own local API). One request per
-//! connection (`Connection: close`), bounded sizes, no chunked uploads.
+//! HTTP/1.1 over unix sockets, on hyper: the client that the Tailscale
+//! provider (tailscaled's LocalAPI) and the CLI (the node's local API) use,
+//! and the server of the node's local API. Bodies are bounded both ways
+//! ([`MAX_BODY`]), headers by hyper's buffer ([`MAX_HEAD`]), and every
+//! exchange by [`TIMEOUT`].
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{UnixListener, UnixStream};
 
-/// Longest request head (request line and headers) a server accepts.
+/// Most header bytes either side reads.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Longest body either side accepts.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -19,21 +26,21 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
-    /// Connecting, reading or writing failed.
+    /// Connecting failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// The exchange took longer than [`TIMEOUT`].
-    #[error("timed out")]
-    Timeout,
-    /// The peer did not speak HTTP/1.1 as expected.
-    #[error("malformed HTTP: {0}")]
-    Malformed(&'static str),
-    /// More than [`MAX_BODY`] bytes.
-    #[error("response larger than {MAX_BODY} bytes")]
+    /// The exchange broke HTTP (as hyper saw it).
+    #[error("HTTP: {0}")]
+    Protocol(String),
+    /// The body is larger than [`MAX_BODY`].
+    #[error("body larger than {MAX_BODY} bytes")]
     TooLarge,
+    /// The exchange took longer than [`TIMEOUT`].
+    #[error("no answer within {TIMEOUT:?}")]
+    Timeout,
 }
 
-/// A response: status code and body.
+/// A response.
 #[derive(Debug, Clone)]
 pub struct Response {
     /// The status code.
@@ -42,7 +49,7 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Sends `method path` with `headers` and `body` to the server on `socket`.
+/// Sends one request to the server on `socket` and reads its response.
 pub async fn request(
     socket: &Path,
     method: &str,
@@ -50,160 +57,194 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response, HttpError> {
-    tokio::time::timeout(TIMEOUT, async {
-        let mut s = UnixStream::connect(socket).await?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(body).await?;
-        let mut buf = Vec::new();
-        (&mut s)
-            .take((MAX_HEAD + MAX_BODY + 1) as u64)
-            .read_to_end(&mut buf)
-            .await?;
-        if buf.len() > MAX_HEAD + MAX_BODY {
-            return Err(HttpError::TooLarge);
-        }
-        parse_response(&buf)
-    })
-    .await
-    .map_err(|_| HttpError::Timeout)?
+    tokio::time::timeout(TIMEOUT, exchange(socket, method, path, headers, body))
+        .await
+        .map_err(|_| HttpError::Timeout)?
 }
 
-fn split_head(buf: &[u8]) -> Option<(&str, &[u8])> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&buf[..end]).ok()?;
-    Some((head, &buf[end + 4..]))
-}
-
-fn parse_response(buf: &[u8]) -> Result<Response, HttpError> {
-    let (head, rest) = split_head(buf).ok_or(HttpError::Malformed("no end of headers"))?;
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or(HttpError::Malformed("bad status line"))?;
-    let len = content_length(head);
-    let body = match len {
-        Some(n) if n <= rest.len() => rest[..n].to_vec(),
-        Some(_) => return Err(HttpError::Malformed("body shorter than Content-Length")),
-        None => rest.to_vec(),
-    };
+async fn exchange(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response, HttpError> {
+    let protocol = |e: &dyn std::fmt::Display| HttpError::Protocol(e.to_string());
+    let stream = UnixStream::connect(socket).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD.max(8192))
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| protocol(&e))?;
+    let conn = tokio::spawn(conn);
+    let mut req = hyper::Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header(hyper::header::HOST, "localhost");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .map_err(|e| protocol(&e))?;
+    let resp = sender.send_request(req).await.map_err(|e| protocol(&e))?;
+    let status = resp.status().as_u16();
+    let body = read_body(resp.into_body()).await?;
+    conn.abort();
     Ok(Response { status, body })
 }
 
-fn content_length(head: &str) -> Option<usize> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse().ok())?
-    })
+async fn read_body(body: Incoming) -> Result<Vec<u8>, HttpError> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes().to_vec()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(HttpError::TooLarge)
+        }
+        Err(e) => Err(HttpError::Protocol(e.to_string())),
+    }
 }
 
-/// A request as a server sees it.
+/// A request as the server hands it to its handler.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The method.
     pub method: String,
     /// The path (with query).
     pub path: String,
-    /// Headers, names lower-cased.
+    /// Header names (lowercase) and values.
     pub headers: Vec<(String, String)>,
-    /// The body.
+    /// The body (at most [`MAX_BODY`]).
     pub body: Vec<u8>,
 }
 
 impl Request {
-    /// A header's value.
+    /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 }
 
-/// Reads one request from `s` (bounded by [`MAX_HEAD`], [`MAX_BODY`], [`TIMEOUT`]).
-pub async fn read_request(s: &mut UnixStream) -> Result<Request, HttpError> {
-    tokio::time::timeout(TIMEOUT, async {
-        let mut buf = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 4096];
-        let (head, mut body) = loop {
-            let n = s.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(HttpError::Malformed(
-                    "connection closed before end of headers",
-                ));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some((head, rest)) = split_head(&buf) {
-                break (head.to_owned(), rest.to_vec());
-            }
-            if buf.len() > MAX_HEAD {
-                return Err(HttpError::Malformed("request head too large"));
-            }
+/// Serves `handler` on `listener` until the listener fails: at most
+/// `max_connections` at once (further ones wait in the kernel's backlog),
+/// each exchange within [`TIMEOUT`]. The handler answers a status and a
+/// JSON body; a body over [`MAX_BODY`] is answered 413 without calling it.
+pub async fn serve<F, Fut>(listener: UnixListener, max_connections: usize, handler: F)
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = (u16, Vec<u8>)> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
         };
-        let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-        let method = parts
-            .next()
-            .ok_or(HttpError::Malformed("no method"))?
-            .to_owned();
-        let path = parts
-            .next()
-            .ok_or(HttpError::Malformed("no path"))?
-            .to_owned();
-        let headers = head
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let len = content_length(&head).unwrap_or(0);
-        if len > MAX_BODY {
-            return Err(HttpError::TooLarge);
-        }
-        while body.len() < len {
-            let n = s.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-        body.truncate(len);
-        Ok(Request {
-            method,
-            path,
-            headers,
-            body,
-        })
-    })
-    .await
-    .map_err(|_| HttpError::Timeout)?
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(answer(&*handler, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(TIMEOUT)
+                .max_buf_size(MAX_HEAD.max(8192))
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(TIMEOUT * 12, conn).await;
+        });
+    }
 }
 
-/// Writes a JSON response and closes.
-pub async fn write_json(s: &mut UnixStream, status: u16, body: &[u8]) -> Result<(), HttpError> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        _ => "Error",
+async fn answer<F, Fut>(handler: &F, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>>
+where
+    F: Fn(Request) -> Fut,
+    Fut: Future<Output = (u16, Vec<u8>)>,
+{
+    let (parts, body) = req.into_parts();
+    let (status, body) = match read_body(body).await {
+        Ok(body) => {
+            let request = Request {
+                method: parts.method.to_string(),
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| parts.uri.path().to_owned(), |p| p.to_string()),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body,
+            };
+            handler(request).await
+        }
+        Err(HttpError::TooLarge) => (413, br#"{"error":"request body too large"}"#.to_vec()),
+        Err(e) => (
+            400,
+            format!(r#"{{"error":{:?}}}"#, e.to_string()).into_bytes(),
+        ),
     };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
     );
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(body).await?;
-    s.shutdown().await?;
-    Ok(())
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_round_trips_and_bounds_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        tokio::spawn(serve(listener, 4, |r: Request| async move {
+            let seen = format!(
+                r#"{{"method":"{}","path":"{}","len":{},"x":"{}"}}"#,
+                r.method,
+                r.path,
+                r.body.len(),
+                r.header("x-test").unwrap_or("")
+            );
+            (200, seen.into_bytes())
+        }));
+        let r = request(&sock, "POST", "/v0/x?y=1", &[("X-Test", "ok")], b"abc")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["path"], "/v0/x?y=1");
+        assert_eq!(v["len"], 3);
+        assert_eq!(v["x"], "ok");
+        let big = vec![b'x'; MAX_BODY + 1];
+        let r = request(&sock, "POST", "/", &[], &big).await.unwrap();
+        assert_eq!(r.status, 413);
+        assert!(matches!(
+            request(&dir.path().join("nope"), "GET", "/", &[], b"").await,
+            Err(HttpError::Io(_))
+        ));
+    }
 }

@@ -1,14 +1,18 @@
 //! `omega-p2p`: the libp2p driver of an Omega node.
 //!
-//! It owns the transports (QUIC and TCP with noise and yamux), the composed
-//! behaviour (identify, ping, Kademlia, gossipsub with validation and peer
-//! scoring, mDNS when asked, connection limits), mesh admission over
-//! `/omega/join/1` ([`join`]), the membership protocol `/omega/swim/1` that
-//! carries the sans-IO core of `omega-gossip`, leaderless dispatch
-//! ([`dispatch`]: the desired-state document on a gossipsub topic and by
-//! anti-entropy on `/omega/state/1`, node status, chunked image transfer on
-//! `/omega/image/1`), and the discovery providers that feed one address book
-//! ([`discovery`]).
+//! It owns what is about libp2p and nothing else: the transports (QUIC and
+//! TCP with noise and yamux), the composed behaviour ([`behaviour`]:
+//! a block list for banned peers, connection and memory limits, identify,
+//! ping, Kademlia, gossipsub with validation and peer scoring, mDNS when
+//! asked, and one request-response behaviour per Omega protocol), the
+//! discovery providers ([`discovery`]), and the [`driver`] that runs the
+//! node brain (`omega_gossip::Node`) on the swarm: swarm events in as
+//! inputs, outputs out as swarm calls, writes on a store thread, blob reads
+//! on the blocking pool ([`host`]).
+//!
+//! Every mesh decision — admission, strikes and bans, rate limits,
+//! anti-entropy, statuses, revocations, what runs where — is the node
+//! brain's, where the simulator drives it too.
 //!
 //! One Ed25519 key is a node's `did:key`, its gossip `NodeId` and its libp2p
 //! `PeerId` ([`keys`]).
@@ -16,15 +20,10 @@
 pub mod behaviour;
 pub mod codec;
 pub mod discovery;
-pub mod dispatch;
+pub mod driver;
+pub mod host;
 pub mod http;
-pub mod join;
 pub mod keys;
-pub mod node;
 
 pub use behaviour::NetConfig;
-pub use dispatch::{DesiredView, DispatchConfig, NodeStatus};
-pub use node::{
-    Command, DriverLimits, NodeConfig, NodeError, NodeHandle, PeerReport, RefusalReport,
-    StatusReport, spawn,
-};
+pub use driver::{BraneEffect, NodeConfig, NodeError, NodeHandle, PeerReport, StatusReport, spawn};

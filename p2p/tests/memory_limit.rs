@@ -8,57 +8,24 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, ping};
-use omega_gossip::{Capabilities, Resources, Substrate};
 use omega_identity::Keypair;
-use omega_p2p::join::{InviteSpec, JoinToken};
-use omega_p2p::{Command, NetConfig, NodeConfig, NodeHandle, keys};
+use omega_p2p::{NetConfig, keys};
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+mod common;
 
-async fn start_node(seed: u8, max_memory_bytes: Option<usize>) -> (NodeHandle, Multiaddr) {
+use common::{Setup, start, token};
+
+async fn start_node(
+    seed: u8,
+    max_memory_bytes: Option<usize>,
+) -> (omega_p2p::NodeHandle, Multiaddr) {
     let root = Keypair::from_seed([1; 32]);
-    let spec = InviteSpec {
-        substrate: Substrate::Habitat,
-        name_pattern: None,
-        expires_at: now() + 3600,
+    let mut setup = Setup::new(seed, &token(&root));
+    setup.net = NetConfig {
+        max_memory_bytes,
+        ..NetConfig::default()
     };
-    let token = JoinToken::mint(&root, &spec, [9; 32], vec![1]).unwrap();
-    let cfg = NodeConfig {
-        key: Keypair::from_seed([seed; 32]),
-        token: Some(token),
-        name: format!("node{seed}"),
-        substrate: Substrate::Habitat,
-        capabilities: Capabilities::STANDARD,
-        resources: Resources::default(),
-        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-        providers: Vec::new(),
-        discovery_interval: Duration::from_secs(1),
-        gossip: None,
-        net: NetConfig {
-            max_memory_bytes,
-            ..NetConfig::default()
-        },
-        address_book: Default::default(),
-        limits: Default::default(),
-        revocations: Vec::new(),
-        revocation_log: None,
-        registry: None,
-        dispatch: Default::default(),
-    };
-    let (node, _task) = omega_p2p::spawn(cfg).unwrap();
-    for _ in 0..100 {
-        let s = node.request(Command::Status).await.unwrap();
-        if let Some(a) = s.listen.first() {
-            return (node, a.parse().unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("node did not listen");
+    start(setup).await
 }
 
 /// Dials `addr` from a fresh QUIC peer; `Some(true)` once a connection is
@@ -95,8 +62,8 @@ async fn a_node_over_its_memory_limit_refuses_new_connections() {
         "the dial should fail, not hang or succeed"
     );
     // The node itself is fine and answers its local API.
-    let s = node.request(Command::Status).await.unwrap();
-    assert_eq!(s.connections, 0);
+    let s = node.status().await.unwrap();
+    assert_eq!(s.node.connections, 0);
 }
 
 #[tokio::test]
@@ -104,6 +71,6 @@ async fn the_same_node_under_its_memory_limit_accepts_them() {
     // The default limit (512 MiB) is far above a test process.
     let (node, addr) = start_node(6, NetConfig::default().max_memory_bytes).await;
     assert_eq!(dial(addr).await, Some(true));
-    let s = node.request(Command::Status).await.unwrap();
-    assert!(s.connections <= 1);
+    let s = node.status().await.unwrap();
+    assert!(s.node.connections <= 1);
 }

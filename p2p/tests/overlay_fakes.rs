@@ -41,13 +41,7 @@ const STATUS: &str = r#"{
 /// A fake tailscaled: answers `GET /localapi/v0/status` only when the request
 /// carries the headers the real LocalAPI requires, like tailscaled does.
 async fn fake_tailscaled(listener: UnixListener) {
-    for _ in 0..8 {
-        let Ok((mut s, _)) = listener.accept().await else {
-            return;
-        };
-        let Ok(req) = http::read_request(&mut s).await else {
-            continue;
-        };
+    http::serve(listener, 4, |req: http::Request| async move {
         let (status, body) = if req.header("sec-tailscale") != Some("localapi") {
             (403, r#"{"error":"localapi: missing Sec-Tailscale header"}"#)
         } else if req.method == "GET" && req.path == "/localapi/v0/status" {
@@ -55,8 +49,9 @@ async fn fake_tailscaled(listener: UnixListener) {
         } else {
             (404, r#"{"error":"not found"}"#)
         };
-        let _ = http::write_json(&mut s, status, body.as_bytes()).await;
-    }
+        (status, body.as_bytes().to_vec())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -48,6 +48,8 @@ pub use config::{
 pub use error::{EventError, ImageError, RuntimeError, TrapKind};
 pub use event::{Emitted, Event, LogLevel, LogSink, Outcome, discard_logs};
 pub use images::{ImageRef, ImageStore, MAX_IMAGE_BYTES, StoredImage, TagRecord};
-pub use pipeline::{Delivery, Edge, Pipeline, PipelineReport};
+pub use pipeline::{
+    Delivery, Edge, Member, NotDelivered, Pipeline, PipelineReport, cascade, emits_of,
+};
 pub use runtime::{Brane, Image, Runtime};
 pub use serve::{HttpBody, HttpBrane, serve_http};

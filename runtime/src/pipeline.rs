@@ -1,5 +1,7 @@
 //! A whole graph of branes in one process: events flow along the edges in
-//! memory, breadth first, until none are left. This is `omega dev`.
+//! memory, breadth first, until none are left. [`cascade`] is that one
+//! delivery loop; `omega dev` runs it over a [`Pipeline`], the daemon over
+//! the branes placed on its node.
 //!
 //! Type rules: a brane may only emit the types of its outgoing edges (the
 //! host refuses others, see [`crate::BraneSpec::emits`]), and an event only
@@ -11,16 +13,21 @@
 //! standard with the same rules. Dropping the pipeline stops its VMs.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::error::EventError;
 use crate::event::{Emitted, Event};
 use crate::frontier::Vm;
 use crate::runtime::Brane;
+use crate::serve::HttpBrane;
 
-/// One brane of a pipeline.
-enum Member {
+/// One running brane, whatever runs it.
+pub enum Member {
+    /// A standard brane: a component on Wasmtime.
     Standard(Brane),
+    /// An HTTP brane (`wasi:http`): it serves requests, not events.
+    Http(Arc<HttpBrane>),
+    /// A frontier brane: a booted microVM (one event at a time).
     Frontier(Mutex<Box<dyn Vm>>),
 }
 
@@ -28,14 +35,16 @@ impl std::fmt::Debug for Member {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Standard(b) => b.fmt(f),
+            Self::Http(b) => write!(f, "Http({})", b.name()),
             Self::Frontier(_) => f.write_str("Frontier(..)"),
         }
     }
 }
 
 impl Member {
-    fn handle(&self, event: &Event) -> Result<Vec<Emitted>, EventError> {
-        match self {
+    /// Runs one event; `None` for an HTTP brane, which takes no events.
+    pub fn handle(&self, event: &Event) -> Option<Result<Vec<Emitted>, EventError>> {
+        Some(match self {
             Self::Standard(b) => b.handle(event).map(|o| o.emitted),
             Self::Frontier(vm) => match vm.lock() {
                 Ok(mut vm) => vm.handle(event).map(|o| o.emitted),
@@ -43,7 +52,8 @@ impl Member {
                     "frontier VM lock poisoned by an earlier panic".into(),
                 )),
             },
-        }
+            Self::Http(_) => return None,
+        })
     }
 }
 
@@ -58,6 +68,28 @@ pub struct Edge {
     pub on: String,
 }
 
+impl From<&omega_zgraph::Edge> for Edge {
+    fn from(e: &omega_zgraph::Edge) -> Self {
+        Self {
+            from: e.from.clone(),
+            to: e.to.clone(),
+            on: e.on.clone(),
+        }
+    }
+}
+
+/// The event types `brane` may emit: the `on` of its outgoing edges.
+pub fn emits_of(edges: &[Edge], brane: &str) -> Vec<String> {
+    let mut types: Vec<String> = edges
+        .iter()
+        .filter(|e| e.from == brane)
+        .map(|e| e.on.clone())
+        .collect();
+    types.sort();
+    types.dedup();
+    types
+}
+
 /// The outcome of delivering one event to one brane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -69,14 +101,32 @@ pub struct Delivery {
     pub result: Result<Vec<Emitted>, EventError>,
 }
 
-/// What happened during one [`Pipeline::inject`].
+/// Why an event was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotDelivered {
+    /// The target does not run here (another node, or skipped).
+    NotHere,
+    /// The target is an HTTP brane: it takes requests, not events.
+    HttpBrane,
+}
+
+impl std::fmt::Display for NotDelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NotHere => "does not run here (cross-node delivery is not carried yet)",
+            Self::HttpBrane => "an HTTP brane takes requests, not events",
+        })
+    }
+}
+
+/// What happened during one delivery cascade.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PipelineReport {
     /// Every delivery, in order.
     pub deliveries: Vec<Delivery>,
-    /// Events emitted on edges whose target is not running here (e.g. a
-    /// skipped frontier brane): (target, event).
-    pub undelivered: Vec<(String, Event)>,
+    /// Events not delivered: (target, event, why).
+    pub undelivered: Vec<(String, Event, NotDelivered)>,
     /// Events not delivered because the run hit its event limit.
     pub dropped: u64,
 }
@@ -88,10 +138,69 @@ impl PipelineReport {
     }
 }
 
+/// Delivers `event` to `target`, then every event that follows from it
+/// along `edges`, breadth first, at most `max_events` deliveries (a guard
+/// against cycles of emits). `lookup` finds a running brane by name;
+/// `observe` sees each delivery as it completes. The one delivery loop.
+pub fn cascade(
+    edges: &[Edge],
+    lookup: &dyn Fn(&str) -> Option<Arc<Member>>,
+    target: &str,
+    event: Event,
+    max_events: usize,
+    observe: &mut dyn FnMut(&Delivery),
+) -> PipelineReport {
+    let mut report = PipelineReport::default();
+    let mut queue = VecDeque::from([(target.to_string(), event)]);
+    let mut delivered = 0usize;
+    while let Some((to, event)) = queue.pop_front() {
+        let Some(brane) = lookup(&to) else {
+            report.undelivered.push((to, event, NotDelivered::NotHere));
+            continue;
+        };
+        if delivered >= max_events {
+            report.dropped += 1 + queue.len() as u64;
+            break;
+        }
+        let Some(result) = brane.handle(&event) else {
+            report
+                .undelivered
+                .push((to, event, NotDelivered::HttpBrane));
+            continue;
+        };
+        delivered += 1;
+        if let Ok(emitted) = &result {
+            for (i, e) in emitted.iter().enumerate() {
+                for edge in edges.iter().filter(|x| x.from == to && x.on == e.ty) {
+                    queue.push_back((
+                        edge.to.clone(),
+                        Event {
+                            id: format!("{}.{i}", event.id),
+                            ty: e.ty.clone(),
+                            key: e.key.clone(),
+                            payload: e.payload.clone(),
+                            source: to.clone(),
+                            attempt: 1,
+                        },
+                    ));
+                }
+            }
+        }
+        let delivery = Delivery {
+            brane: to,
+            event,
+            result,
+        };
+        observe(&delivery);
+        report.deliveries.push(delivery);
+    }
+    report
+}
+
 /// Branes and edges run together in one process.
 #[derive(Debug)]
 pub struct Pipeline {
-    branes: BTreeMap<String, Member>,
+    branes: BTreeMap<String, Arc<Member>>,
     edges: Vec<Edge>,
     max_events: usize,
 }
@@ -107,29 +216,17 @@ impl Pipeline {
         }
     }
 
-    /// The event types `brane` may emit: the `on` of its outgoing edges.
-    pub fn emits_of(edges: &[Edge], brane: &str) -> Vec<String> {
-        let mut types: Vec<String> = edges
-            .iter()
-            .filter(|e| e.from == brane)
-            .map(|e| e.on.clone())
-            .collect();
-        types.sort();
-        types.dedup();
-        types
-    }
-
     /// Add a prepared brane (its name must match the edges' names).
     pub fn add(&mut self, brane: Brane) {
         self.branes
-            .insert(brane.name().to_string(), Member::Standard(brane));
+            .insert(brane.name().to_string(), Arc::new(Member::Standard(brane)));
     }
 
     /// Add a frontier brane: a booted microVM running the brane's workload
-    /// (its `emits` must be [`Pipeline::emits_of`] the brane).
+    /// (its `emits` must be [`emits_of`] the brane).
     pub fn add_frontier(&mut self, name: impl Into<String>, vm: Box<dyn Vm>) {
         self.branes
-            .insert(name.into(), Member::Frontier(Mutex::new(vm)));
+            .insert(name.into(), Arc::new(Member::Frontier(Mutex::new(vm))));
     }
 
     /// Names of the branes running here.
@@ -145,45 +242,14 @@ impl Pipeline {
         event: Event,
         observe: &mut dyn FnMut(&Delivery),
     ) -> PipelineReport {
-        let mut report = PipelineReport::default();
-        let mut queue = VecDeque::from([(target.to_string(), event)]);
-        let mut delivered = 0usize;
-        while let Some((to, event)) = queue.pop_front() {
-            let Some(brane) = self.branes.get(&to) else {
-                report.undelivered.push((to, event));
-                continue;
-            };
-            if delivered >= self.max_events {
-                report.dropped += 1 + queue.len() as u64;
-                break;
-            }
-            delivered += 1;
-            let result = brane.handle(&event);
-            if let Ok(emitted) = &result {
-                for (i, e) in emitted.iter().enumerate() {
-                    for edge in self.edges.iter().filter(|x| x.from == to && x.on == e.ty) {
-                        queue.push_back((
-                            edge.to.clone(),
-                            Event {
-                                id: format!("{}.{i}", event.id),
-                                ty: e.ty.clone(),
-                                key: e.key.clone(),
-                                payload: e.payload.clone(),
-                                source: to.clone(),
-                                attempt: 1,
-                            },
-                        ));
-                    }
-                }
-            }
-            let delivery = Delivery {
-                brane: to,
-                event,
-                result,
-            };
-            observe(&delivery);
-            report.deliveries.push(delivery);
-        }
-        report
+        let lookup = |name: &str| self.branes.get(name).cloned();
+        cascade(
+            &self.edges,
+            &lookup,
+            target,
+            event,
+            self.max_events,
+            observe,
+        )
     }
 }

@@ -484,7 +484,7 @@ fn example_pipeline_runs_end_to_end_in_memory() {
     let mut p = Pipeline::new(edges.clone(), 100);
     for name in ["ingest", "transform", "archive"] {
         let mut s = spec(name);
-        s.emits = Some(Pipeline::emits_of(&edges, name));
+        s.emits = Some(omega_runtime::emits_of(&edges, name));
         if name == "archive" {
             s.grants.dirs.push(DirGrant {
                 host: out.path().into(),

@@ -304,7 +304,7 @@ fn pipeline_carries_events_through_a_frontier_brane() {
         to: "sink".into(),
         on: "shard.stats".into(),
     }];
-    let emits = Pipeline::emits_of(&edges, "stats");
+    let emits = omega_runtime::emits_of(&edges, "stats");
     assert_eq!(emits, ["shard.stats"]);
     let vm = b
         .boot(&spec("stats", "shard-stats.sh", &["shard.stats"]))

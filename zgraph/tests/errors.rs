@@ -342,6 +342,38 @@ fn invalid_peers_glob() {
 }
 
 #[test]
+fn overlong_peers_glob_is_refused_before_it_is_compiled() {
+    // ~90,000 `*` used to panic inside globset; anything over the bound is
+    // refused with its length, long before the regex engine sees it.
+    for n in [257, 90_000] {
+        let src = format!(
+            "[brane.a]\nsubstrate = \"gaia\"\npeers = \"{}\"\n",
+            "*".repeat(n)
+        );
+        let e = check(&src, ErrorKind::InvalidGlob, 3, 9);
+        assert!(e.message.contains("the longest allowed is 256"), "{e}");
+    }
+    let ok = format!(
+        "[brane.a]\nsubstrate = \"gaia\"\npeers = \"{}\"\n",
+        "*".repeat(256)
+    );
+    assert!(load(&ok, "t", Format::Toml).is_ok());
+}
+
+#[test]
+fn a_plan_from_elsewhere_is_revalidated() {
+    let plan = load(TWO, "t", Format::Toml).unwrap();
+    assert_eq!(plan.revalidate(), Ok(()));
+    // A plan deserialized from JSON is checked for shape only; revalidate
+    // applies every manifest rule (here: the glob bound).
+    let mut v: serde_json::Value = serde_json::from_str(&plan.canonical_json()).unwrap();
+    v["branes"]["a"]["peers"] = serde_json::Value::String("*".repeat(90_000));
+    let bad: omega_zgraph::Plan = serde_json::from_value(v).unwrap();
+    let e = bad.revalidate().unwrap_err();
+    assert!(e.contains("longest allowed"), "{e}");
+}
+
+#[test]
 fn invalid_image() {
     check(
         "[brane.a]\nsubstrate = \"gaia\"\nimage = \"Ingest\"\n",

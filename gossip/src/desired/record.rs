@@ -448,6 +448,10 @@ pub(crate) fn verify(
             if plan.hash() != signed {
                 return Err(RecordError::PlanMismatch);
             }
+            // A signature says who wrote the plan, not that it is sound:
+            // every manifest rule (and every bound, such as the length of a
+            // `peers` glob) is checked again before placement sees it.
+            plan.revalidate().map_err(RecordError::BadPlan)?;
             out.plan = Some(Arc::new((plan, signed)));
         }
         RecordKind::Image => out.content = Some(str_arg(&p.args, "content")?.to_owned()),

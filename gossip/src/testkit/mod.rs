@@ -13,6 +13,8 @@
 //! assert!(sim.all_alive());
 //! ```
 
+pub mod mesh;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::{Arc, Mutex};

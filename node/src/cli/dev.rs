@@ -174,7 +174,7 @@ impl Frontier {
             Ok(b) => b,
             Err(why) => return Ok(Err(why)),
         };
-        let spec = crate::frontier::vm_spec(bname, b, image, Pipeline::emits_of(edges, bname));
+        let spec = crate::frontier::vm_spec(bname, b, image, omega_runtime::emits_of(edges, bname));
         let vm = crate::frontier::boot(backend, &spec, gpu).map_err(CliError::plain)?;
         eprintln!(
             "[omega] {bname}: {} microVM ready in {} ms ({})",
@@ -288,7 +288,7 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
             config: b.config.clone(),
             limits,
             grants: merge_grants(&b.grants, grants.remove(bname.as_str()).unwrap_or_default()),
-            emits: Some(Pipeline::emits_of(&edges, bname)),
+            emits: Some(omega_runtime::emits_of(&edges, bname)),
             ..BraneSpec::default()
         };
         if b.http {
@@ -361,11 +361,8 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
             lines.push(line);
         });
         failures += report.failures();
-        for (to, e) in &report.undelivered {
-            let line = format!(
-                "{to} <- {} {}: not delivered ({to} is not running here)",
-                e.ty, e.id
-            );
+        for (to, e, why) in &report.undelivered {
+            let line = format!("{to} <- {} {}: not delivered ({to} {why})", e.ty, e.id);
             if !out.is_json() {
                 println!("{line}");
             }

@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use clap::Args;
 use omega_gossip::Hlc;
 use omega_gossip::desired::{Authority, DesiredRecord, RecordError};
 use omega_identity::Did;
 use omega_zgraph::Format;
 use serde_json::{Value, json};
+
+use crate::api::{Actual, Describe, DescribeResponse, Slot};
 
 use super::peers::NodeDir;
 use super::{CliError, Output};
@@ -80,8 +81,8 @@ fn unix_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn api(dir: &Path, method: &str, path: &str, body: &[u8]) -> Result<Value, CliError> {
-    crate::api::call(dir, method, path, body).map_err(|e| match e {
+fn refused(e: crate::api::ClientError) -> CliError {
+    match e {
         crate::api::ClientError::Api { message, .. } => CliError::invalid(
             format!("the node refused: {message}"),
             "a record needs a chain from the mesh root granting its command \
@@ -89,7 +90,7 @@ fn api(dir: &Path, method: &str, path: &str, body: &[u8]) -> Result<Value, CliEr
              given with --proof, unexpired and unrevoked",
         ),
         e => CliError::invalid(e.to_string(), "is `omega node --data-dir DIR` running?"),
-    })
+    }
 }
 
 /// Signs a record made by `make` and hands it to the node in `dir`.
@@ -106,15 +107,12 @@ pub(super) fn sign_and_write(
         .iter()
         .map(|p| super::token::read_delegation(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let tick = api(dir, "GET", "/v0/tick", b"")?;
-    let mesh: Did = tick["mesh"]
-        .as_str()
-        .and_then(|m| m.parse().ok())
-        .ok_or_else(|| CliError::plain("the node reported no mesh root"))?;
-    let hlc = Hlc::new(
-        tick["wall_ms"].as_u64().unwrap_or(0),
-        u32::try_from(tick["counter"].as_u64().unwrap_or(0)).unwrap_or(0),
-    );
+    let client = crate::api::Client::new(dir);
+    let tick = client.tick().map_err(refused)?;
+    let mesh: Did = tick
+        .mesh
+        .parse()
+        .map_err(|_| CliError::plain("the node reported no mesh root"))?;
     let auth = Authority {
         signer: &key,
         mesh_root: mesh,
@@ -122,9 +120,9 @@ pub(super) fn sign_and_write(
         exp: unix_secs() + INVOCATION_TTL_SECS,
         nonce: super::token::nonce()?,
     };
-    let record = make(hlc, auth).map_err(|e| CliError::plain(format!("signing: {e}")))?;
-    let body = base64::engine::general_purpose::STANDARD.encode(record.encode());
-    api(dir, "POST", "/v0/records", body.as_bytes())?;
+    let record = make(Hlc::new(tick.wall_ms, tick.counter), auth)
+        .map_err(|e| CliError::plain(format!("signing: {e}")))?;
+    client.write(&record.encode()).map_err(refused)?;
     Ok(key.did())
 }
 
@@ -173,19 +171,35 @@ pub(super) fn delete(a: &DeleteArgs, key_path: &Path, out: &Output) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn nodes(rows: &Value, with_state: bool) -> String {
+fn slots(rows: &[Slot]) -> String {
     let list: Vec<String> = rows
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
+        .map(|r| match r.instances {
+            n if n > 1 => format!("{}×{n}", r.node),
+            _ => r.node.clone(),
+        })
+        .collect();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(",")
+    }
+}
+
+fn actuals(rows: &[Actual]) -> String {
+    let list: Vec<String> = rows
+        .iter()
         .map(|r| {
-            let n = r["instances"].as_u64().unwrap_or(0);
-            let mut s = r["node"].as_str().unwrap_or("?").to_owned();
-            if n > 1 {
-                let _ = write!(s, "×{n}");
+            let mut s = r.node.clone();
+            if r.instances > 1 {
+                let _ = write!(s, "×{}", r.instances);
             }
-            if with_state {
-                let _ = write!(s, "={}", r["state"].as_str().unwrap_or("?"));
+            let _ = write!(s, "={}", r.state);
+            if let Some(why) = &r.reason {
+                let _ = write!(s, " ({why})");
+            }
+            if r.node_state != "alive" && r.node_state != "suspect" {
+                let _ = write!(s, " (node {})", r.node_state);
             }
             s
         })
@@ -197,100 +211,81 @@ fn nodes(rows: &Value, with_state: bool) -> String {
     }
 }
 
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
 /// `omega ps`.
 pub(super) fn ps(dir: &NodeDir, out: &Output) -> Result<ExitCode, CliError> {
-    let v = api(&dir.data_dir, "GET", "/v0/ps", b"")?;
+    let v = crate::api::Client::new(&dir.data_dir)
+        .ps()
+        .map_err(refused)?;
     let mut text = format!(
         "{:<24} {:<12} {:<12} {:<6} {:<32} {}\n",
         "MANIFEST", "BRANE", "STATUS", "READY", "DESIRED", "ACTUAL"
     );
-    for m in v["manifests"].as_array().into_iter().flatten() {
-        for b in m["branes"].as_array().into_iter().flatten() {
+    for m in &v.manifests {
+        for b in &m.branes {
             let _ = writeln!(
                 text,
                 "{:<24} {:<12} {:<12} {:<6} {:<32} {}",
-                m["name"].as_str().unwrap_or(""),
-                b["brane"].as_str().unwrap_or(""),
-                b["status"].as_str().unwrap_or(""),
-                if b["ready"].as_bool().unwrap_or(false) {
-                    "yes"
-                } else {
-                    "no"
-                },
-                nodes(&b["desired"], false),
-                nodes(&b["actual"], true),
+                m.name,
+                b.brane,
+                b.status,
+                if b.ready { "yes" } else { "no" },
+                slots(&b.desired),
+                actuals(&b.actual),
             );
         }
     }
-    for r in v["rejected"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            text,
-            "rejected from {}: {}",
-            r["peer"].as_str().unwrap_or("?"),
-            r["reason"].as_str().unwrap_or("?")
-        );
+    for r in &v.rejected {
+        let _ = writeln!(text, "rejected from {}: {}", r.peer, r.reason);
     }
-    out.print(text.trim_end(), v);
+    out.print(text.trim_end(), to_json(&v));
     Ok(ExitCode::SUCCESS)
+}
+
+fn describe_text(d: &Describe) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "brane {} of manifest {} (plan {})",
+        d.brane,
+        d.manifest,
+        d.plan.get(..12).unwrap_or("")
+    );
+    let _ = writeln!(
+        t,
+        "status: {}{}",
+        d.status,
+        if d.ready { ", ready" } else { "" }
+    );
+    let _ = writeln!(t, "placement: {}", slots(&d.placement));
+    let _ = writeln!(t, "actual:    {}", actuals(&d.actual));
+    let _ = writeln!(t, "ineligible:");
+    for i in &d.ineligible {
+        let _ = writeln!(t, "  {}: {}", i.node, i.reasons.join("; "));
+    }
+    let _ = writeln!(t, "events (this node):");
+    for e in &d.events {
+        let _ = writeln!(t, "  {} {}", e.at_ms, e.text);
+    }
+    t
 }
 
 /// `omega describe BRANE`.
 pub(super) fn describe(a: &DescribeArgs, out: &Output) -> Result<ExitCode, CliError> {
-    let path = format!("/v0/describe/{}", a.brane);
-    let v = crate::api::call(&a.node.data_dir, "GET", &path, b"")
+    let v = crate::api::Client::new(&a.node.data_dir)
+        .describe(&a.brane)
         .map_err(|e| CliError::invalid(e.to_string(), "see `omega ps` for the applied branes"))?;
-    let one = |d: &Value| -> String {
-        let mut t = String::new();
-        let s = |k: &str| d[k].as_str().unwrap_or("").to_owned();
-        let _ = writeln!(
-            t,
-            "brane {} of manifest {} (plan {})",
-            s("brane"),
-            s("manifest"),
-            s("plan").get(..12).unwrap_or("")
-        );
-        let _ = writeln!(
-            t,
-            "status: {}{}",
-            s("status"),
-            if d["ready"].as_bool().unwrap_or(false) {
-                ", ready"
-            } else {
-                ""
-            }
-        );
-        let _ = writeln!(t, "placement: {}", nodes(&d["placement"], false));
-        let _ = writeln!(t, "actual:    {}", nodes(&d["actual"], true));
-        let _ = writeln!(t, "ineligible:");
-        for i in d["ineligible"].as_array().into_iter().flatten() {
-            let reasons: Vec<&str> = i["reasons"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let _ = writeln!(
-                t,
-                "  {}: {}",
-                i["node"].as_str().unwrap_or("?"),
-                reasons.join("; ")
-            );
-        }
-        let _ = writeln!(t, "events (this node):");
-        for e in d["events"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                t,
-                "  {} {}",
-                e["at_ms"].as_u64().unwrap_or(0),
-                e["text"].as_str().unwrap_or("")
-            );
-        }
-        t
+    let text = match &v {
+        DescribeResponse::Many { matches } => matches
+            .iter()
+            .map(describe_text)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        DescribeResponse::One(d) => describe_text(d),
     };
-    let text = match v["matches"].as_array() {
-        Some(all) => all.iter().map(one).collect::<Vec<_>>().join("\n"),
-        None => one(&v),
-    };
-    out.print(text.trim_end(), v);
+    out.print(text.trim_end(), to_json(&v));
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use omega_p2p::join::{InviteSpec, JoinToken, parse_substrate};
+use omega_gossip::Substrate;
+use omega_gossip::join::{InviteSpec, JoinToken};
 use serde_json::json;
 
 use super::{CliError, Output};
@@ -129,7 +130,7 @@ fn invite(a: &InviteArgs, out: &Output) -> Result<ExitCode, CliError> {
         ),
     })?;
     let substrate =
-        parse_substrate(&a.substrate).ok_or_else(|| CliError::plain("unknown substrate"))?;
+        Substrate::parse(&a.substrate).ok_or_else(|| CliError::plain("unknown substrate"))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

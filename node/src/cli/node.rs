@@ -3,15 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use base64::Engine as _;
 use clap::{Args, Subcommand};
-use omega_identity::Did;
+use omega_gossip::desired::{DesiredRecord, Revocation};
+use omega_identity::{Cid, Did};
 use serde_json::json;
 
+use super::dispatch::{Signing, sign_and_write};
 use super::mesh::{MeshDir, mesh_dir, root_key_path};
 use super::{CliError, Output};
 use crate::daemon::RunArgs;
-use crate::keystore;
 
 /// `omega node`.
 #[derive(Debug, Args)]
@@ -28,15 +28,16 @@ pub struct NodeArgs {
 /// `omega node …` verbs.
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// Revoke a member (by name or DID): every member drops and refuses it.
-    /// Signed with the mesh root key.
+    /// Revoke a member (by name or DID) or a token (a join token, or any
+    /// token's CID): every member drops and refuses it, for good. Signed
+    /// with the mesh root key; replicated in the mesh's desired state.
     Revoke(RevokeArgs),
 }
 
 /// `omega node revoke`.
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
-    /// The member's name or DID.
+    /// A member's name or DID, a token CID, or an `omega-join1.` join token.
     pub target: String,
     /// The data directory of a running node to hand the revocation to.
     #[arg(long, value_name = "DIR")]
@@ -61,67 +62,59 @@ pub(super) fn run(args: &NodeArgs, out: &Output) -> Result<ExitCode, CliError> {
     }
 }
 
-fn revoke(a: &RevokeArgs, out: &Output) -> Result<ExitCode, CliError> {
-    let root = keystore::load(&root_key_path(&mesh_dir(&a.mesh))).map_err(|e| {
+/// What `omega node revoke TARGET` names.
+fn target(a: &RevokeArgs) -> Result<Revocation, CliError> {
+    let t = a.target.trim();
+    if t.starts_with(omega_gossip::join::TOKEN_PREFIX) {
+        let token = omega_gossip::join::JoinToken::decode(t).map_err(|e| {
+            CliError::invalid(format!("the join token: {e}"), "paste the whole token")
+        })?;
+        return Ok(Revocation::Token(token.delegation.cid()));
+    }
+    if let Ok(cid) = t.parse::<Cid>() {
+        return Ok(Revocation::Token(cid));
+    }
+    if let Ok(did) = t.parse::<Did>() {
+        return Ok(Revocation::Node(did));
+    }
+    let peers = crate::api::Client::new(&a.data_dir)
+        .peers()
+        .map_err(|e| CliError::plain(e.to_string()))?;
+    let found = peers.iter().find(|p| p.member.name == t).ok_or_else(|| {
         CliError::invalid(
-            e.to_string(),
-            "revocations are signed with the mesh root key; pass --mesh-dir",
+            format!("no member named {t:?}, and it is not a DID, a token CID or a join token"),
+            "see `omega peers`; `omega mesh invite` prints each invite's cid",
         )
     })?;
-    let did: Did = match a.target.parse() {
-        Ok(did) => did,
-        Err(_) => {
-            let peers = crate::api::call(&a.data_dir, "GET", "/v0/peers", b"")
-                .map_err(|e| CliError::plain(e.to_string()))?;
-            let found = peers
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["name"] == a.target.as_str());
-            let did = found.and_then(|p| p["did"].as_str()).ok_or_else(|| {
-                CliError::invalid(
-                    format!("no member named {:?}", a.target),
-                    "see `omega peers`",
-                )
-            })?;
-            did.parse()
-                .map_err(|_| CliError::plain("the node reported an invalid DID"))?
-        }
+    found
+        .member
+        .did
+        .parse()
+        .map(Revocation::Node)
+        .map_err(|_| CliError::plain("the node reported an invalid DID"))
+}
+
+fn revoke(a: &RevokeArgs, out: &Output) -> Result<ExitCode, CliError> {
+    let target = target(a)?;
+    let key = root_key_path(&mesh_dir(&a.mesh));
+    let signing = Signing { proofs: Vec::new() };
+    sign_and_write(&a.data_dir, &key, &signing, |hlc, auth| {
+        DesiredRecord::revoke(target, hlc, auth)
+    })
+    .map_err(|e| match e {
+        CliError::Io { .. } => CliError::invalid(
+            e.to_string(),
+            "revocations are signed with the mesh root key; pass --mesh-dir",
+        ),
+        e => e,
+    })?;
+    let (kind, what) = match target {
+        Revocation::Node(did) => ("node", did.to_string()),
+        Revocation::Token(cid) => ("token", cid.to_string()),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let bytes = omega_p2p::node::sign_revocation(&root, &did, now).map_err(CliError::plain)?;
-    let body = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let r = crate::api::call(&a.data_dir, "POST", "/v0/revoke", body.as_bytes())
-        .map_err(|e| CliError::plain(e.to_string()))?;
-    // The same revocation as a desired-state record: members store it and
-    // hand it to nodes that join later.
-    let tick = crate::api::call(&a.data_dir, "GET", "/v0/tick", b"")
-        .map_err(|e| CliError::plain(e.to_string()))?;
-    let hlc = omega_gossip::Hlc::new(
-        tick["wall_ms"].as_u64().unwrap_or(0),
-        u32::try_from(tick["counter"].as_u64().unwrap_or(0)).unwrap_or(0),
-    );
-    let auth = omega_gossip::desired::Authority {
-        signer: &root,
-        mesh_root: root.did(),
-        proofs: Vec::new(),
-        exp: now + 3600,
-        nonce: super::token::nonce()?,
-    };
-    let record = omega_gossip::desired::DesiredRecord::revoke(
-        omega_gossip::desired::Revocation::Node(did),
-        hlc,
-        auth,
-    )
-    .map_err(|e| CliError::plain(format!("signing: {e}")))?;
-    let body = base64::engine::general_purpose::STANDARD.encode(record.encode());
-    crate::api::call(&a.data_dir, "POST", "/v0/records", body.as_bytes())
-        .map_err(|e| CliError::plain(e.to_string()))?;
     out.print(
-        format!("revoked {did}"),
-        json!({ "ok": true, "revoked": r["revoked"] }),
+        format!("revoked {kind} {what}"),
+        json!({ "ok": true, "revoked": what, "kind": kind }),
     );
     Ok(ExitCode::SUCCESS)
 }

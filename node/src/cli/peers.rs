@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use serde_json::Value;
 
 use super::{CliError, Output};
 
@@ -17,94 +16,83 @@ pub struct NodeDir {
     pub data_dir: PathBuf,
 }
 
-fn call(dir: &NodeDir, path: &str) -> Result<Value, CliError> {
-    crate::api::call(&dir.data_dir, "GET", path, b"")
-        .map_err(|e| CliError::invalid(e.to_string(), "is `omega node --data-dir DIR` running?"))
+fn client_err(e: crate::api::ClientError) -> CliError {
+    CliError::invalid(e.to_string(), "is `omega node --data-dir DIR` running?")
 }
 
 pub(super) fn peers(dir: &NodeDir, out: &Output) -> Result<ExitCode, CliError> {
-    let v = call(dir, "/v0/peers")?;
+    let peers = crate::api::Client::new(&dir.data_dir)
+        .peers()
+        .map_err(client_err)?;
     let mut text = format!(
         "{:<16} {:<8} {:<8} {:<10} {}\n",
         "NAME", "STATE", "LINK", "SUBSTRATE", "DID"
     );
-    for p in v.as_array().into_iter().flatten() {
-        let s = |k: &str| p[k].as_str().unwrap_or("").to_owned();
-        let link = if p["connected"].as_bool().unwrap_or(false) {
-            "direct"
-        } else {
-            "-"
-        };
+    for p in &peers {
+        let m = &p.member;
+        let link = if m.connected { "direct" } else { "-" };
         let _ = writeln!(
             text,
             "{:<16} {:<8} {:<8} {:<10} {}",
-            s("name"),
-            s("state"),
-            link,
-            s("substrate"),
-            s("did")
+            m.name, m.state, link, m.substrate, m.did
         );
     }
-    out.print(text.trim_end(), v);
+    out.print(
+        text.trim_end(),
+        serde_json::to_value(&peers).unwrap_or_default(),
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn status(dir: &NodeDir, out: &Output) -> Result<ExitCode, CliError> {
-    let v = call(dir, "/v0/status")?;
-    let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+    let s = crate::api::Client::new(&dir.data_dir)
+        .status()
+        .map_err(client_err)?;
+    let n = &s.status.node;
     let mut text = format!(
         "node       {} ({})\nDID        {}\nmesh       {}\njoined     {}\nmembers    {} live\nlisten     {}\n",
-        s("name"),
-        s("substrate"),
-        s("did"),
-        s("mesh"),
-        v["joined"],
-        v["live_members"],
-        v["listen"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join("\n           "),
+        n.name,
+        n.substrate,
+        n.did,
+        n.mesh,
+        n.joined,
+        n.live_members,
+        n.listen.join("\n           "),
     );
-    let f = &v["frontier"];
-    if f.is_object() {
-        let which = f["backend"].as_str().unwrap_or("none");
+    let f = &s.frontier;
+    let _ = writeln!(
+        text,
+        "frontier   {}{} ({}): {}",
+        f.backend.as_deref().unwrap_or("none"),
+        if f.usable { "" } else { ", not usable" },
+        f.choice,
+        f.reason
+    );
+    for p in &f.probes {
         let _ = writeln!(
             text,
-            "frontier   {which}{} ({}): {}",
-            if f["usable"] == true {
-                ""
-            } else {
-                ", not usable"
-            },
-            f["choice"].as_str().unwrap_or("?"),
-            f["reason"].as_str().unwrap_or("")
+            "  probe    {}: {} ({})",
+            p.backend,
+            if p.usable { "usable" } else { "not usable" },
+            p.reason
         );
-        for p in f["probes"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                text,
-                "  probe    {}: {} ({})",
-                p["backend"].as_str().unwrap_or("?"),
-                if p["usable"] == true {
-                    "usable"
-                } else {
-                    "not usable"
-                },
-                p["reason"].as_str().unwrap_or("")
-            );
-        }
     }
-    for r in v["refusals"].as_array().into_iter().flatten() {
+    for b in &n.banned {
+        let _ = writeln!(text, "banned     {b}");
+    }
+    for r in &n.refusals {
+        let dir = serde_json::to_value(r.direction).unwrap_or_default();
         let _ = writeln!(
             text,
             "refused    {} {}: {}",
-            r["direction"].as_str().unwrap_or(""),
-            r["peer"].as_str().unwrap_or(""),
-            r["reason"].as_str().unwrap_or("")
+            dir.as_str().unwrap_or(""),
+            r.peer,
+            r.reason
         );
     }
-    out.print(text.trim_end(), v);
+    out.print(
+        text.trim_end(),
+        serde_json::to_value(&s).unwrap_or_default(),
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -7,18 +7,24 @@
 //! |---|---|
 //! | `node.key` | the node key (mode 0600); the same identity across restarts |
 //! | `join.token` | the join token last given with `--join` (mode 0600) |
-//! | `revocations` | legacy `/mesh/revoke` invocations, one base64 a line (still read at start) |
 //! | `state.redb` | the desired-state document (snapshot and update log; see [`store`]) |
 //! | `images/` | the content-addressed image store (served to members by content id) |
 //! | `cache/` | precompiled images |
 //! | `api.sock` | the local API (mode 0600) |
 //! | `frontier-run/` | one run directory per microVM (reclaimed at start) |
 //!
-//! Node revocations now live in the desired-state document (signed `/revoke`
-//! records that every member keeps); the `revocations` file is still read and
-//! appended to for revocations sent the old way.
+//! Revocations of nodes and tokens live in the desired-state document only
+//! (signed `/revoke` records that every member keeps): one path, so a token
+//! or node revoked anywhere stops admitting and authorizing everywhere.
+//!
+//! The daemon wires three tasks around the node brain: the p2p driver (it
+//! runs the brain), the brane runner ([`runner`]: it executes the brain's
+//! start and stop decisions) and the local API. If the driver or the runner
+//! stops — a panic included — the daemon says why and exits non-zero, so a
+//! supervisor restarts it from its durable state; it never runs on with a
+//! dead task.
 
-pub mod reconcile;
+pub mod runner;
 pub mod store;
 pub mod view;
 
@@ -28,20 +34,20 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
 use clap::Args;
 use libp2p::Multiaddr;
-use omega_gossip::{Capabilities, Resources, Substrate};
+use omega_gossip::join::JoinToken;
+use omega_gossip::node::Identity;
+use omega_gossip::{Capabilities, Profile, Resources, Substrate};
 use omega_p2p::discovery::{Discovery, NetBird, Static, TAILSCALE_SOCKET, Tailscale, WireGuard};
-use omega_p2p::join::{JoinToken, parse_substrate};
-use omega_p2p::{Command, NetConfig, NodeConfig};
+use omega_p2p::{NetConfig, NodeConfig};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use omega_runtime::frontier::qemu::{QemuBackend, QemuConfig};
 use omega_runtime::frontier::{Backend as _, ProbeReport, reclaim_orphans};
 
+use crate::api::{FrontierReport, ProbeLine};
 use crate::keystore;
 
 /// `omega node` flags.
@@ -128,9 +134,12 @@ pub enum DaemonError {
     /// A flag is wrong.
     #[error("{0}")]
     Usage(String),
-    /// The node failed.
+    /// The node failed to start.
     #[error(transparent)]
     Node(#[from] omega_p2p::NodeError),
+    /// A task of the daemon stopped while the node ran.
+    #[error("{0}; exiting so that a supervisor restarts the node")]
+    Stopped(String),
 }
 
 fn file_err(path: &Path, e: impl std::fmt::Display) -> DaemonError {
@@ -177,11 +186,6 @@ fn join_token(args: &RunArgs, data_dir: &Path) -> Result<Option<JoinToken>, Daem
     JoinToken::decode(&text)
         .map(Some)
         .map_err(|e| DaemonError::Usage(format!("--join: {e}")))
-}
-
-/// The file revocations are kept in.
-pub fn revocations_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("revocations")
 }
 
 fn providers(args: &RunArgs) -> Result<(Vec<Box<dyn Discovery>>, bool), DaemonError> {
@@ -233,7 +237,7 @@ fn frontier(
     choice: &str,
     substrate: Substrate,
     data_dir: &Path,
-) -> (Option<std::sync::Arc<QemuBackend>>, serde_json::Value) {
+) -> (Option<std::sync::Arc<QemuBackend>>, FrontierReport) {
     let run_root = crate::frontier::run_root(data_dir);
     match reclaim_orphans(&run_root) {
         Ok(n) => info!(
@@ -242,16 +246,19 @@ fn frontier(
         ),
         Err(e) => warn!("frontier: reclaiming {}: {e}", run_root.display()),
     }
-    let report = |backend: Option<&str>, reason: &str, probes: &[ProbeReport]| {
-        serde_json::json!({
-            "choice": choice,
-            "backend": backend,
-            "usable": backend.is_some(),
-            "reason": reason,
-            "probes": probes.iter().map(|p| serde_json::json!({
-                "backend": p.backend, "usable": p.usable, "reason": p.reason,
-            })).collect::<Vec<_>>(),
-        })
+    let report = |backend: Option<&str>, reason: &str, probes: &[ProbeReport]| FrontierReport {
+        choice: choice.into(),
+        backend: backend.map(str::to_owned),
+        usable: backend.is_some(),
+        reason: reason.into(),
+        probes: probes
+            .iter()
+            .map(|p| ProbeLine {
+                backend: p.backend.to_string(),
+                usable: p.usable,
+                reason: p.reason.clone(),
+            })
+            .collect(),
     };
     if substrate == Substrate::Habitat {
         let why = "habitat: frontier branes never run on habitat nodes";
@@ -331,7 +338,8 @@ fn resources(memory_mib: Option<u64>) -> Resources {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT (or until one of its tasks
+/// stops: then with an error).
 pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
     let Some(data_dir) = args.data_dir.clone() else {
         return Err(DaemonError::Usage("missing --data-dir DIR".into()));
@@ -343,18 +351,9 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
     if token.is_none() {
         warn!("no join token: members will refuse this node (pass --join TOKEN)");
     }
-    let substrate =
-        parse_substrate(&args.substrate).ok_or_else(|| DaemonError::Usage("--substrate".into()))?;
+    let substrate = Substrate::parse(&args.substrate)
+        .ok_or_else(|| DaemonError::Usage("--substrate".into()))?;
     let (providers, lan) = providers(args)?;
-    let revocations = std::fs::read_to_string(revocations_path(&data_dir))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            base64::engine::general_purpose::STANDARD
-                .decode(l.trim())
-                .ok()
-        })
-        .collect();
     let name = args
         .name
         .clone()
@@ -367,35 +366,30 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
     let restarts = db
         .count_restart()
         .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
-    let initial = db
+    let stored = db
         .load()
         .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
     let images = data_dir.join("images");
     let _ = std::fs::create_dir_all(images.join("blobs"));
-    let dispatch = omega_p2p::DispatchConfig {
-        desired: omega_gossip::desired::Config {
-            client_id: client_id(&key, restarts),
-            ..Default::default()
-        },
-        initial,
-        store: Some(Box::new(db)),
-        blobs: Some(std::sync::Arc::new(store::FileBlobs {
-            dir: images.join("blobs"),
-        })),
-        anti_entropy_interval: Duration::from_secs(args.anti_entropy_interval.max(1)),
-        ..Default::default()
-    };
+    let mut node = omega_gossip::node::Config::default();
+    node.desired.client_id = client_id(&key, restarts);
+    node.timers.anti_entropy_interval = args.anti_entropy_interval.max(1) * 1000;
     let cfg = NodeConfig {
-        key,
-        token,
-        name,
-        substrate,
-        capabilities: capabilities(frontier_backend.is_some()),
-        resources: resources(args.memory_mib),
+        identity: Identity {
+            key,
+            token,
+            profile: Profile {
+                name,
+                substrate,
+                capabilities: capabilities(frontier_backend.is_some()),
+                resources: resources(args.memory_mib),
+                addresses: Vec::new(),
+            },
+        },
+        node,
         listen: args.listen.clone(),
         providers,
         discovery_interval: Duration::from_secs(args.discovery_interval.max(1)),
-        gossip: None,
         net: NetConfig {
             mdns: lan,
             max_memory_bytes: (args.max_memory_mib > 0).then(|| {
@@ -403,28 +397,28 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
             }),
             ..NetConfig::default()
         },
-        address_book: Default::default(),
-        limits: Default::default(),
-        revocations,
-        revocation_log: Some(revocations_path(&data_dir)),
-        registry: None,
-        dispatch,
+        registry: metrics_addr.map(|_| Registry::default()),
+        stored,
+        store: Some(Box::new(db)),
+        blobs: Some(std::sync::Arc::new(store::FileBlobs {
+            dir: images.join("blobs"),
+        })),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| file_err(&data_dir, e))?;
     rt.block_on(async move {
-        let registry = metrics_addr.map(|_| Registry::default());
-        let (node, task) = omega_p2p::spawn(NodeConfig { registry, ..cfg })?;
+        let (node, effects, mut driver) = omega_p2p::spawn(cfg)?;
         let listener = crate::api::bind(&data_dir)
             .map_err(|e| file_err(&crate::api::socket_path(&data_dir), e))?;
-        let shared = std::sync::Arc::new(reconcile::Shared {
+        let shared = std::sync::Arc::new(runner::Shared {
             frontier: frontier_report,
             ..Default::default()
         });
-        tokio::spawn(reconcile::run(
+        let mut runner = tokio::spawn(runner::run(
             node.clone(),
+            effects,
             data_dir.clone(),
             shared.clone(),
             frontier_backend,
@@ -441,12 +435,19 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| DaemonError::Usage(format!("signal handler: {e}")))?;
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: shutting down"),
-            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        let stopped = tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); None }
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); None }
+            r = &mut driver => Some(ended("the p2p driver", r)),
+            r = &mut runner => Some(ended("the brane runner", r)),
+        };
+        if let Some(why) = stopped {
+            error!("{why}");
+            let _ = std::fs::remove_file(crate::api::socket_path(&data_dir));
+            return Err(DaemonError::Stopped(why));
         }
-        let _ = node.request(Command::Shutdown).await;
-        let _ = task.await;
+        let _ = node.shutdown().await;
+        let _ = driver.await;
         // Stop the microVMs (and remove their run directories).
         let _ = tokio::task::spawn_blocking(move || shared.local.stop_all()).await;
         let _ = std::fs::remove_file(crate::api::socket_path(&data_dir));
@@ -454,7 +455,27 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
     })
 }
 
+/// Why a task that should run for the node's life ended.
+fn ended(what: &str, r: Result<(), tokio::task::JoinError>) -> String {
+    match r {
+        Ok(()) => format!("{what} stopped"),
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            format!("{what} panicked: {msg}")
+        }
+        Err(e) => format!("{what} failed: {e}"),
+    }
+}
+
+/// Serves Prometheus text on `addr` (hyper, one response per connection).
 async fn serve_metrics(addr: SocketAddr, node: omega_p2p::NodeHandle) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -463,20 +484,36 @@ async fn serve_metrics(addr: SocketAddr, node: omega_p2p::NodeHandle) {
         }
     };
     info!(%addr, "serving metrics");
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let mut buf = [0u8; 1024];
-        let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
-        let body = node.request(Command::Metrics).await.unwrap_or_default();
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = s.write_all(head.as_bytes()).await;
-        let _ = s.write_all(body.as_bytes()).await;
-        let _ = s.shutdown().await;
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |_req| {
+                let node = node.clone();
+                async move {
+                    let body = node.metrics().await.unwrap_or_default();
+                    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+                    resp.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        ),
+                    );
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        });
     }
 }
 

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use omega_identity::ContentId;
-use omega_p2p::dispatch::{BlobSource, DesiredStore};
+use omega_p2p::host::{BlobSource, DesiredStore};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const DESIRED: TableDefinition<u64, &[u8]> = TableDefinition::new("desired");
