@@ -202,6 +202,38 @@ fn bad_joins_are_refused_with_reasons() {
     drop(r);
     let r = Daemon::start(&dir, "rev", None, &seed);
     refused_with(&m, &r, "revoked");
+    drop(r);
+
+    // A leaked invite: revoked by its text, it expels the node that joined
+    // with it and refuses every node that presents it later.
+    let leaked = invite(&mesh, &[]);
+    let l = Daemon::start(&tmp.path().join("leak"), "leak", Some(&leaked), &seed);
+    assert!(
+        wait_for(Duration::from_secs(15), || all_alive(&m, &["leak"])).is_some(),
+        "{}",
+        m.peers()
+    );
+    let v = json(&[
+        "node",
+        "revoke",
+        &leaked,
+        "--data-dir",
+        m.dir.to_str().unwrap(),
+        "--mesh-dir",
+        mesh.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        (v["ok"].clone(), v["kind"].clone()),
+        (true.into(), "token".into()),
+        "{v}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || state_of(&m, "leak").is_none()).is_some(),
+        "the node admitted with the revoked invite stayed: {}",
+        m.peers()
+    );
+    let late = Daemon::start(&tmp.path().join("late"), "late", Some(&leaked), &seed);
+    refused_with(&m, &late, "revoked");
 }
 
 /// Flips one character of the policy inside the token's delegation: still

@@ -22,10 +22,10 @@ use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, Swarm, gossipsub, identify, kad, mdns, noise, tcp, yamux};
 use omega_gossip::hlc::Hlc;
 use omega_gossip::node::{
-    self as brain, BraneKey, Command as NodeCommand, CommandId, ConnId, Direction, Found,
-    GossipRef, ImageRequest, ImageResponse, InboundId, Input, MemberReport, NodeReport, Output,
-    PersistOp, Protocol, Reply, Report, RequestId, StartBrane, Started, Topic, Verdict, View,
-    WriteFailure,
+    self as brain, BraneKey, Command as NodeCommand, CommandId, ConnId, Direction, FetchError,
+    Found, GossipRef, ImageRequest, ImageResponse, InboundId, Input, MemberReport, NodeReport,
+    Output, PersistOp, Protocol, Reply, Report, RequestId, StartBrane, Started, Topic, Verdict,
+    View, WriteFailure,
 };
 use omega_gossip::{MeshId, Mono, Node, NodeId, Now, Unix};
 use prometheus_client::metrics::counter::Counter;
@@ -197,7 +197,7 @@ impl NodeHandle {
         &self,
         from: NodeId,
         request: ImageRequest,
-    ) -> Option<Result<ImageResponse, String>> {
+    ) -> Option<Result<ImageResponse, FetchError>> {
         match self
             .command(NodeCommand::FetchChunk { from, request })
             .await?

@@ -150,6 +150,29 @@ pub enum WriteFailure {
     Busy(usize),
 }
 
+/// Why an image chunk could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The member is not admitted both ways with an open connection.
+    #[error("{0} is not an admitted member")]
+    NotReady(NodeId),
+    /// Too many requests are in flight; try again.
+    #[error("busy: too many requests in flight")]
+    Busy,
+    /// The request got no answer.
+    #[error("{peer}: {error}")]
+    NoAnswer {
+        /// The member asked.
+        peer: NodeId,
+        /// What the transport said.
+        error: String,
+    },
+    /// The answer does not decode.
+    #[error("malformed image response: {0}")]
+    Malformed(#[from] super::status::WireError),
+}
+
 /// The answer to a [`Command`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -159,7 +182,7 @@ pub enum Reply {
     /// [`Command::Tick`].
     Tick(Hlc),
     /// [`Command::FetchChunk`].
-    Chunk(Result<ImageResponse, String>),
+    Chunk(Result<ImageResponse, FetchError>),
     /// [`Command::Leave`]: the leave message is queued.
     Left,
 }

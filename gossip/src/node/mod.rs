@@ -93,9 +93,9 @@ pub use self::book::BookConfig;
 pub use self::guard::{GuardConfig, Rate};
 pub use self::image::{ImageRequest, ImageResponse};
 pub use self::io::{
-    BraneKey, Command, CommandId, ConnId, DisconnectReason, Found, GossipRef, ImageSource,
-    InboundId, Input, Output, PersistId, PersistOp, Protocol, Reply, Report, RequestId, StartBrane,
-    Started, Topic, Verdict, WriteFailure,
+    BraneKey, Command, CommandId, ConnId, DisconnectReason, FetchError, Found, GossipRef,
+    ImageSource, InboundId, Input, Output, PersistId, PersistOp, Protocol, Reply, Report,
+    RequestId, StartBrane, Started, Topic, Verdict, WriteFailure,
 };
 pub use self::reconcile::{BraneEvent, ReconcileConfig};
 pub use self::report::{Direction, DispatchStats, MemberReport, NodeReport, RefusalReport, View};
@@ -184,6 +184,9 @@ pub struct Timers {
     /// A second connection beside one older than this resets the peer
     /// (a restarted peer whose old connection still looks open). Default 1 000.
     pub stale_connection: u64,
+    /// How long a member that refused our join request is left alone
+    /// before this node tries it again. Default 10 000.
+    pub refused_backoff: u64,
 }
 
 impl Default for Timers {
@@ -195,6 +198,7 @@ impl Default for Timers {
             admission_timeout: 10_000,
             refusal_grace: 500,
             stale_connection: 1_000,
+            refused_backoff: 10_000,
         }
     }
 }

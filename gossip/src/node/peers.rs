@@ -56,6 +56,9 @@ pub(crate) struct Peers {
     requests: BTreeMap<RequestId, Outstanding>,
     next_request: u64,
     reads: BTreeMap<InboundId, NodeId>,
+    /// Members that refused us: not dialed again until then (at the address
+    /// they were reached on, too). Bounded by `max_pending_peers`.
+    refused_by: BTreeMap<NodeId, (Mono, String)>,
 }
 
 impl Peers {
@@ -101,6 +104,18 @@ impl Peers {
 
     pub(crate) fn dial_failed(&mut self, id: &NodeId) {
         self.queued.remove(id);
+    }
+
+    fn refused_us(&self, id: &NodeId, now: Mono) -> bool {
+        self.refused_by
+            .get(id)
+            .is_some_and(|(until, _)| *until > now)
+    }
+
+    fn refused_addr(&self, addr: &str, now: Mono) -> bool {
+        self.refused_by
+            .values()
+            .any(|(until, a)| *until > now && a == addr)
     }
 
     /// The earliest admission deadline or refusal grace end.
@@ -355,6 +370,24 @@ impl Node {
             }
             Ok(r) => {
                 self.log_refusal(from.to_string(), Direction::Outbound, r.reason.clone());
+                let now = self.now.mono;
+                let until = now.plus(self.config.timers.refused_backoff);
+                let remote = self
+                    .peers
+                    .by_id
+                    .get(&from)
+                    .and_then(|p| p.conns.values().next().map(|(a, _)| a.clone()))
+                    .unwrap_or_default();
+                let max = self.config.limits.max_pending_peers.max(1);
+                let refused = &mut self.peers.refused_by;
+                refused.retain(|_, (t, _)| *t > now);
+                if refused.len() >= max
+                    && let Some(first) = refused.keys().next().copied()
+                {
+                    refused.remove(&first);
+                }
+                refused.insert(from, (until, remote));
+                self.peers.forget(&from);
                 self.disconnect(from, DisconnectReason::RefusedByPeer(r.reason));
             }
             Err(e) => self.strike(from, &format!("malformed join response: {e}")),
@@ -436,7 +469,7 @@ impl Node {
             self.emit(Output::Transmit { to, bytes });
             return;
         }
-        if self.guard.is_banned(&to, self.now.mono) {
+        if self.guard.is_banned(&to, self.now.mono) || self.peers.refused_us(&to, self.now.mono) {
             return;
         }
         let limits = &self.config.limits;
@@ -494,9 +527,16 @@ impl Node {
         for f in self.book.candidates() {
             let skip = match f.peer {
                 Some(p) => {
-                    p == self.me || self.peers.is_connected(&p) || self.guard.is_banned(&p, now)
+                    p == self.me
+                        || self.peers.is_connected(&p)
+                        || self.guard.is_banned(&p, now)
+                        || self.peers.refused_us(&p, now)
                 }
-                None => remotes.contains(&&f.addr) || self.listen.contains(&f.addr),
+                None => {
+                    remotes.contains(&&f.addr)
+                        || self.listen.contains(&f.addr)
+                        || self.peers.refused_addr(&f.addr, now)
+                }
             };
             if !skip {
                 dials.push(Output::Dial {

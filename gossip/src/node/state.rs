@@ -32,8 +32,8 @@ use super::Node;
 use super::guard::Spend;
 use super::image::{ImageRequest, ImageResponse};
 use super::io::{
-    Command, CommandId, DisconnectReason, GossipRef, InboundId, Output, PersistId, PersistOp,
-    Protocol, Reply, Report, RequestId, Topic, Verdict, WriteFailure,
+    Command, CommandId, DisconnectReason, FetchError, GossipRef, InboundId, Output, PersistId,
+    PersistOp, Protocol, Reply, Report, RequestId, Topic, Verdict, WriteFailure,
 };
 use super::peers::Outstanding;
 use super::report::Direction;
@@ -448,7 +448,7 @@ impl Node {
                 }
             }
             Some(Outstanding::Chunk(cmd)) => {
-                let reply = ImageResponse::from_bytes(&bytes).map_err(|e| e.to_string());
+                let reply = ImageResponse::from_bytes(&bytes).map_err(FetchError::Malformed);
                 self.emit(Output::Reply {
                     id: cmd,
                     reply: Reply::Chunk(reply),
@@ -463,7 +463,7 @@ impl Node {
         match self.peers.take_request(id) {
             Some(Outstanding::Chunk(cmd)) => self.emit(Output::Reply {
                 id: cmd,
-                reply: Reply::Chunk(Err(format!("{to}: {error}"))),
+                reply: Reply::Chunk(Err(FetchError::NoAnswer { peer: to, error })),
             }),
             // Lost (sent down a closing connection): sent again on the next
             // dial round while the peer is connected.
@@ -533,9 +533,9 @@ impl Node {
 
     fn fetch_chunk(&mut self, cmd: CommandId, from: NodeId, request: &ImageRequest) {
         let refused = if !self.peers.is_ready(&from) {
-            Some(format!("{from} is not an admitted member"))
+            Some(FetchError::NotReady(from))
         } else if self.peers.in_flight() >= self.config.limits.max_requests_in_flight {
-            Some("too many requests in flight".to_owned())
+            Some(FetchError::Busy)
         } else {
             None
         };

@@ -845,3 +845,72 @@ fn the_same_inputs_give_the_same_outputs() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn a_member_that_refused_us_is_left_alone_for_a_while() {
+    let root = key(1);
+    let mut t = T::new(
+        &key(2),
+        Some(invite(&root, Substrate::Habitat, 10)),
+        Config::default(),
+    );
+    let m = id(&key(3));
+    t.input(Input::Discovered(vec![Found {
+        addr: "/ip4/127.0.0.1/udp/4001/quic-v1".into(),
+        peer: Some(m),
+    }]));
+    assert!(has(
+        &t.advance(600),
+        |o| matches!(o, Output::Dial { peer: Some(p), .. } if *p == m)
+    ));
+    t.connect(m);
+    let rid = t
+        .out
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Request {
+                id,
+                protocol: Protocol::Join,
+                ..
+            } => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    let no = JoinResponse {
+        ok: false,
+        reason: "token is revoked".into(),
+    };
+    let out = t.input(Input::Response {
+        from: m,
+        id: rid,
+        bytes: no.to_bytes(),
+    });
+    assert!(has(&out, |o| matches!(
+        o,
+        Output::Disconnect {
+            reason: DisconnectReason::RefusedByPeer(_),
+            ..
+        }
+    )));
+    t.input(Input::ConnectionDown {
+        peer: m,
+        conn: ConnId(1),
+    });
+    let mut redialed = false;
+    for _ in 0..18 {
+        redialed |= has(
+            &t.advance(500),
+            |o| matches!(o, Output::Dial { peer: Some(p), .. } if *p == m),
+        );
+    }
+    assert!(!redialed, "redialed a member that refused us within 9 s");
+    let mut later = false;
+    for _ in 0..4 {
+        later |= has(
+            &t.advance(500),
+            |o| matches!(o, Output::Dial { peer: Some(p), .. } if *p == m),
+        );
+    }
+    assert!(later, "never tried again");
+}

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use omega_gossip::NodeId;
-use omega_gossip::node::{BraneKey, ImageRequest, ImageResponse, StartBrane, Started};
+use omega_gossip::node::{BraneKey, FetchError, ImageRequest, ImageResponse, StartBrane, Started};
 use omega_identity::ContentId;
 use omega_p2p::{BraneEffect, NodeHandle};
 use omega_runtime::frontier::Backend as _;
@@ -410,6 +410,10 @@ async fn fetch(
                 }
                 Ok(ImageResponse::Refused(why)) => {
                     last = format!("{peer}: {why}");
+                    continue 'peers;
+                }
+                Err(e @ (FetchError::NotReady(_) | FetchError::NoAnswer { .. })) => {
+                    last = e.to_string();
                     continue 'peers;
                 }
                 Err(e) => {
