@@ -8,3 +8,12 @@ pub mod cli;
 pub mod daemon;
 pub mod frontier;
 pub mod keystore;
+
+/// Wall-clock time now (the CLI's and the API's one clock reading).
+pub fn unix_now() -> omega_gossip::Unix {
+    omega_gossip::Unix(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}

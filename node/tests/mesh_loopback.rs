@@ -207,7 +207,7 @@ fn bad_joins_are_refused_with_reasons() {
     // A leaked invite: revoked by its text, it expels the node that joined
     // with it and refuses every node that presents it later.
     let leaked = invite(&mesh, &[]);
-    let l = Daemon::start(&tmp.path().join("leak"), "leak", Some(&leaked), &seed);
+    let _leak = Daemon::start(&tmp.path().join("leak"), "leak", Some(&leaked), &seed);
     assert!(
         wait_for(Duration::from_secs(15), || all_alive(&m, &["leak"])).is_some(),
         "{}",

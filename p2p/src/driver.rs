@@ -20,23 +20,21 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, Swarm, gossipsub, identify, kad, mdns, noise, tcp, yamux};
-use omega_gossip::hlc::Hlc;
 use omega_gossip::node::{
-    self as brain, BraneKey, Command as NodeCommand, CommandId, ConnId, Direction, FetchError,
-    Found, GossipRef, ImageRequest, ImageResponse, InboundId, Input, MemberReport, NodeReport,
-    Output, PersistOp, Protocol, Reply, Report, RequestId, StartBrane, Started, Topic, Verdict,
-    View, WriteFailure,
+    self as brain, Command as NodeCommand, CommandId, ConnId, Direction, Found, GossipRef,
+    InboundId, Input, NodeReport, Output, PersistOp, Protocol, Reply, Report, RequestId, Topic,
+    Verdict,
 };
 use omega_gossip::{MeshId, Mono, Node, NodeId, Now, Unix};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, NetConfig};
 use crate::discovery::Discovery;
+use crate::handle::{BraneEffect, NodeHandle, PeerReport, REQUEST_QUEUE, Request, StatusReport};
 use crate::host::{BlobSource, DesiredStore};
 use crate::keys;
 
@@ -83,151 +81,6 @@ pub enum NodeError {
     #[error(transparent)]
     Node(#[from] brain::NodeError),
 }
-
-/// `omega status`: the node's report plus what only libp2p knows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusReport {
-    /// The node brain's report (its `listen` carries `/p2p/PEER`).
-    #[serde(flatten)]
-    pub node: NodeReport,
-    /// libp2p peer id.
-    pub peer_id: String,
-    /// Peers in the Kademlia routing table (admitted members only).
-    pub kad_peers: usize,
-}
-
-/// One member as `omega peers` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerReport {
-    /// What the node brain knows.
-    #[serde(flatten)]
-    pub member: MemberReport,
-    /// libp2p peer id.
-    pub peer_id: String,
-}
-
-/// A brane effect for the host: start or stop; report starts back with
-/// [`NodeHandle::brane_started`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum BraneEffect {
-    /// Start (or restart) a brane.
-    Start(Box<StartBrane>),
-    /// Stop `key` if its running attempt is `attempt` or older.
-    Stop {
-        /// Which brane.
-        key: BraneKey,
-        /// The attempt.
-        attempt: u64,
-    },
-}
-
-enum Request {
-    Status(oneshot::Sender<StatusReport>),
-    Peers(oneshot::Sender<Vec<PeerReport>>),
-    View(oneshot::Sender<View>),
-    Metrics(oneshot::Sender<String>),
-    Command(NodeCommand, oneshot::Sender<Reply>),
-    Started(BraneKey, u64, Result<Started, String>),
-    Shutdown(oneshot::Sender<()>),
-}
-
-/// A handle to a running node; cheap to clone. Every call returns `None`
-/// once the node stopped.
-#[derive(Debug, Clone)]
-pub struct NodeHandle {
-    tx: mpsc::Sender<Request>,
-}
-
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Request")
-    }
-}
-
-impl NodeHandle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.ok()?;
-        rx.await.ok()
-    }
-
-    async fn command(&self, c: NodeCommand) -> Option<Reply> {
-        self.ask(|tx| Request::Command(c, tx)).await
-    }
-
-    /// `omega status`.
-    pub async fn status(&self) -> Option<StatusReport> {
-        self.ask(Request::Status).await
-    }
-
-    /// `omega peers`.
-    pub async fn peers(&self) -> Option<Vec<PeerReport>> {
-        self.ask(Request::Peers).await
-    }
-
-    /// The desired state, members, statuses and history.
-    pub async fn view(&self) -> Option<View> {
-        self.ask(Request::View).await
-    }
-
-    /// Metrics in Prometheus text format (empty without a registry).
-    pub async fn metrics(&self) -> Option<String> {
-        self.ask(Request::Metrics).await
-    }
-
-    /// A fresh HLC timestamp for a record about to be signed.
-    pub async fn tick(&self) -> Option<Hlc> {
-        match self.command(NodeCommand::Tick).await? {
-            Reply::Tick(h) => Some(h),
-            _ => None,
-        }
-    }
-
-    /// Verifies, stores, applies and announces an encoded desired-state record.
-    pub async fn write(&self, record: Vec<u8>) -> Option<Result<(), WriteFailure>> {
-        match self.command(NodeCommand::Write(record)).await? {
-            Reply::Written(r) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// Asks `from` for one chunk of an image.
-    pub async fn fetch_chunk(
-        &self,
-        from: NodeId,
-        request: ImageRequest,
-    ) -> Option<Result<ImageResponse, FetchError>> {
-        match self
-            .command(NodeCommand::FetchChunk { from, request })
-            .await?
-        {
-            Reply::Chunk(r) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// Reports that a [`BraneEffect::Start`] finished; false if the node stopped.
-    pub async fn brane_started(
-        &self,
-        key: BraneKey,
-        attempt: u64,
-        result: Result<Started, String>,
-    ) -> bool {
-        self.tx
-            .send(Request::Started(key, attempt, result))
-            .await
-            .is_ok()
-    }
-
-    /// Leaves the mesh gracefully and stops the node.
-    pub async fn shutdown(&self) -> Option<()> {
-        self.ask(Request::Shutdown).await
-    }
-}
-
-/// Capacity of the handle's request channel; callers wait beyond it.
-pub const REQUEST_QUEUE: usize = 64;
 
 /// Starts a node: returns its handle, the brane effects for the host
 /// (bounded by construction: at most one start and one stop outstanding

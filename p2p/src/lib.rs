@@ -21,9 +21,11 @@ pub mod behaviour;
 pub mod codec;
 pub mod discovery;
 pub mod driver;
+pub mod handle;
 pub mod host;
 pub mod http;
 pub mod keys;
 
 pub use behaviour::NetConfig;
-pub use driver::{BraneEffect, NodeConfig, NodeError, NodeHandle, PeerReport, StatusReport, spawn};
+pub use driver::{NodeConfig, NodeError, spawn};
+pub use handle::{BraneEffect, NodeHandle, PeerReport, StatusReport};

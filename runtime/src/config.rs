@@ -126,6 +126,51 @@ pub struct Grants {
     pub stdio: bool,
 }
 
+impl BraneLimits {
+    /// The limits a manifest's `limits` section sets, the defaults for the rest.
+    pub fn from_manifest(l: &omega_zgraph::Limits) -> Self {
+        let d = Self::default();
+        Self {
+            memory_bytes: l.memory_bytes.unwrap_or(d.memory_bytes),
+            cpu: l.cpu_ms.map_or(d.cpu, Duration::from_millis),
+            timeout: l.timeout_ms.map_or(d.timeout, Duration::from_millis),
+            ..d
+        }
+    }
+}
+
+impl Grants {
+    /// These grants plus what a manifest's `[brane.NAME.grants]` section
+    /// grants: its directories first, then these; environment variables
+    /// set here win; HTTP hosts and clocks add up.
+    #[must_use]
+    pub fn with_manifest(mut self, manifest: &omega_zgraph::Grants) -> Self {
+        let mut dirs: Vec<DirGrant> = manifest
+            .dirs
+            .iter()
+            .map(|d| DirGrant {
+                host: PathBuf::from(&d.host),
+                guest: d.guest.clone(),
+                writable: d.writable,
+            })
+            .collect();
+        dirs.append(&mut self.dirs);
+        self.dirs = dirs;
+        for (k, v) in &manifest.env {
+            self.env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let mut http = manifest.http.clone();
+        for h in std::mem::take(&mut self.http_hosts) {
+            if !http.contains(&h) {
+                http.push(h);
+            }
+        }
+        self.http_hosts = http;
+        self.clocks |= manifest.clocks;
+        self
+    }
+}
+
 /// Whether a brane gets a fresh instance per event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -194,7 +194,7 @@ async fn emit(api: &Api, e: EmitRequest) -> Answer {
         },
     };
     let event = omega_runtime::Event::external(
-        format!("api-{}", view::unix_ms()),
+        format!("api-{}", crate::unix_now().0),
         &e.ty,
         e.payload.into_bytes(),
     );

@@ -19,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 use omega_runtime::frontier::image::open_guest_dir;
@@ -268,26 +267,15 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
         let image = rt
             .load(&bytes)
             .map_err(|e| CliError::plain(format!("brane {bname}: {e}")))?;
-        let defaults = BraneLimits::default();
-        let limits = BraneLimits {
-            memory_bytes: b.limits.memory_bytes.unwrap_or(defaults.memory_bytes),
-            cpu: b
-                .limits
-                .cpu_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.cpu),
-            timeout: b
-                .limits
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.timeout),
-            ..defaults
-        };
+        let limits = BraneLimits::from_manifest(&b.limits);
         let spec = BraneSpec {
             name: bname.clone(),
             config: b.config.clone(),
             limits,
-            grants: merge_grants(&b.grants, grants.remove(bname.as_str()).unwrap_or_default()),
+            grants: grants
+                .remove(bname.as_str())
+                .unwrap_or_default()
+                .with_manifest(&b.grants),
             emits: Some(omega_runtime::emits_of(&edges, bname)),
             ..BraneSpec::default()
         };
@@ -398,33 +386,4 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// A brane's manifest grants with the `--dir`/`--allow-http` flags' grants
-/// added after them.
-fn merge_grants(manifest: &omega_zgraph::Grants, flags: Grants) -> Grants {
-    let mut g = flags;
-    let mut dirs: Vec<omega_runtime::DirGrant> = manifest
-        .dirs
-        .iter()
-        .map(|d| omega_runtime::DirGrant {
-            host: PathBuf::from(&d.host),
-            guest: d.guest.clone(),
-            writable: d.writable,
-        })
-        .collect();
-    dirs.append(&mut g.dirs);
-    g.dirs = dirs;
-    for (k, v) in &manifest.env {
-        g.env.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    let mut http = manifest.http.clone();
-    for h in std::mem::take(&mut g.http_hosts) {
-        if !http.contains(&h) {
-            http.push(h);
-        }
-    }
-    g.http_hosts = http;
-    g.clocks |= manifest.clocks;
-    g
 }

@@ -8,7 +8,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use omega_gossip::Hlc;
@@ -75,12 +74,6 @@ pub struct DescribeArgs {
     pub node: NodeDir,
 }
 
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn refused(e: crate::api::ClientError) -> CliError {
     match e {
         crate::api::ClientError::Api { message, .. } => CliError::invalid(
@@ -117,7 +110,7 @@ pub(super) fn sign_and_write(
         signer: &key,
         mesh_root: mesh,
         proofs,
-        exp: unix_secs() + INVOCATION_TTL_SECS,
+        exp: crate::unix_now().secs() + INVOCATION_TTL_SECS,
         nonce: super::token::nonce()?,
     };
     let record = make(Hlc::new(tick.wall_ms, tick.counter), auth)

@@ -131,9 +131,7 @@ fn invite(a: &InviteArgs, out: &Output) -> Result<ExitCode, CliError> {
     })?;
     let substrate =
         Substrate::parse(&a.substrate).ok_or_else(|| CliError::plain("unknown substrate"))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::unix_now().secs();
     let expires_at = a.expires_at.unwrap_or(now + a.expires.as_secs());
     let mut seed = [0u8; 32];
     let mut nonce = vec![0u8; 16];

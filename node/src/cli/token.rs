@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use clap::{Args, Subcommand};
@@ -177,10 +176,7 @@ pub(super) fn run(cmd: &TokenCommand, key_path: &Path, out: &Output) -> Result<E
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::unix_now().secs()
 }
 
 pub(super) fn nonce() -> Result<Vec<u8>, CliError> {

@@ -21,7 +21,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use omega_gossip::NodeId;
 use omega_gossip::node::{BraneKey, FetchError, ImageRequest, ImageResponse, StartBrane, Started};
@@ -30,8 +29,8 @@ use omega_p2p::{BraneEffect, NodeHandle};
 use omega_runtime::frontier::Backend as _;
 use omega_runtime::frontier::qemu::QemuBackend;
 use omega_runtime::{
-    BraneLimits, BraneSpec, DirGrant, Event, Grants, HttpBrane, ImageRef, ImageStore,
-    MAX_IMAGE_BYTES, Member, Runtime, RuntimeConfig, emits_of,
+    BraneLimits, BraneSpec, Event, Grants, HttpBrane, ImageRef, ImageStore, MAX_IMAGE_BYTES,
+    Member, Runtime, RuntimeConfig, emits_of,
 };
 use omega_zgraph::Capability;
 use tokio::sync::mpsc;
@@ -327,38 +326,11 @@ async fn start_frontier(ctx: &Ctx, s: &StartBrane) -> Result<Member, String> {
 }
 
 fn spec(name: &str, b: &omega_zgraph::Brane, edges: &[omega_runtime::Edge]) -> BraneSpec {
-    let d = BraneLimits::default();
-    let limits = BraneLimits {
-        memory_bytes: b.limits.memory_bytes.unwrap_or(d.memory_bytes),
-        cpu: b.limits.cpu_ms.map(Duration::from_millis).unwrap_or(d.cpu),
-        timeout: b
-            .limits
-            .timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(d.timeout),
-        ..d
-    };
-    let grants = Grants {
-        dirs: b
-            .grants
-            .dirs
-            .iter()
-            .map(|g| DirGrant {
-                host: PathBuf::from(&g.host),
-                guest: g.guest.clone(),
-                writable: g.writable,
-            })
-            .collect(),
-        env: b.grants.env.clone().into_iter().collect(),
-        http_hosts: b.grants.http.clone(),
-        clocks: b.grants.clocks,
-        ..Grants::default()
-    };
     BraneSpec {
         name: name.into(),
         config: b.config.clone(),
-        limits,
-        grants,
+        limits: BraneLimits::from_manifest(&b.limits),
+        grants: Grants::default().with_manifest(&b.grants),
         emits: Some(emits_of(edges, name)),
         ..BraneSpec::default()
     }

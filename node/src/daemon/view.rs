@@ -17,13 +17,6 @@ use crate::api::{
     Slot,
 };
 
-/// Unix milliseconds now.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn names(view: &View) -> BTreeMap<NodeId, (&str, State)> {
     view.members
         .iter()
