@@ -223,7 +223,7 @@ impl Node {
             self.disconnect(peer, DisconnectReason::Stale);
             return;
         }
-        self.peers.queued.remove(&peer);
+        // Queued SWIM messages wait for admission both ways (`on_ready`).
         self.send_join(peer);
     }
 
