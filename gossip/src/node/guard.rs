@@ -73,7 +73,7 @@ pub(crate) enum Spend {
     ImageBytes,
 }
 
-/// The limits of the [`Guard`].
+/// The limits of the per-peer guard: strikes, bans and rates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardConfig {
     /// Strikes within `strike_ttl` that ban a peer. Default 3.

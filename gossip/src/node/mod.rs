@@ -4,7 +4,7 @@
 //! here and when to retry — while its driver only does I/O.
 //!
 //! [`Node`] composes the smaller machines of this crate: [`Membership`]
-//! (SWIM), the join handshake and [`Admitter`](crate::join::Admitter), the
+//! (SWIM), the join handshake and the [`crate::join::Admitter`], the
 //! [`DesiredState`] document with persistence ordering and anti-entropy, the
 //! status table, revocations, per-peer strikes, bans and rate limits, the
 //! address book, placement and the reconciler's decisions. Its shape is
