@@ -161,6 +161,20 @@ fn score_params(
 }
 
 impl Behaviour {
+    /// The request-response behaviour that carries `protocol`.
+    pub(crate) fn protocol(
+        &mut self,
+        protocol: omega_gossip::node::Protocol,
+    ) -> &mut request_response::Behaviour<BytesCodec> {
+        use omega_gossip::node::Protocol as P;
+        match protocol {
+            P::Join => &mut self.join,
+            P::Swim => &mut self.swim,
+            P::State => &mut self.state,
+            P::Image => &mut self.image,
+        }
+    }
+
     pub(crate) fn new(
         key: &identity::Keypair,
         cfg: &NetConfig,

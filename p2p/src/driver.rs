@@ -505,14 +505,11 @@ impl Driver {
             } => self.send_request(to, protocol, id, bytes),
             Output::Respond { id, bytes } => {
                 if let Some((protocol, channel)) = self.channels.remove(&id) {
-                    let b = self.swarm.behaviour_mut();
-                    let rr = match protocol {
-                        Protocol::Join => &mut b.join,
-                        Protocol::Swim => &mut b.swim,
-                        Protocol::State => &mut b.state,
-                        Protocol::Image => &mut b.image,
-                    };
-                    let _ = rr.send_response(channel, bytes);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .protocol(protocol)
+                        .send_response(channel, bytes);
                 }
             }
             Output::Publish { topic, bytes } => {
@@ -610,14 +607,11 @@ impl Driver {
         let Some(peer) = keys::peer_id(&to) else {
             return;
         };
-        let b = self.swarm.behaviour_mut();
-        let rr = match protocol {
-            Protocol::Join => &mut b.join,
-            Protocol::Swim => &mut b.swim,
-            Protocol::State => &mut b.state,
-            Protocol::Image => &mut b.image,
-        };
-        let out = rr.send_request(&peer, bytes);
+        let out = self
+            .swarm
+            .behaviour_mut()
+            .protocol(protocol)
+            .send_request(&peer, bytes);
         self.outbound.insert((protocol, out), (id, to));
     }
 
