@@ -190,6 +190,7 @@ mod admission;
 mod broadcast;
 mod config;
 pub mod desired;
+pub mod events;
 pub mod hlc;
 mod id;
 pub mod join;

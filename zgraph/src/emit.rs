@@ -125,6 +125,12 @@ fn manifest_value(plan: &Plan) -> J {
             if let Some(k) = &e.key {
                 m.insert("key".into(), k.as_str().into());
             }
+            if e.ordered {
+                m.insert("ordered".into(), J::Bool(true));
+            }
+            if let Some(n) = e.max_attempts {
+                m.insert("max_attempts".into(), n.into());
+            }
             J::Object(m)
         });
         top.insert("graph".into(), obj([("edges", J::Array(edges.collect()))]));

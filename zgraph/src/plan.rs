@@ -320,6 +320,14 @@ pub struct Edge {
     /// the same replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Per-key order: events with the same key from one source are
+    /// processed in emit order (one in flight per key).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
+    /// Failed processing attempts before an event is dead-lettered
+    /// (`None`: the node's default, 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
 }
 
 /// A declared event type.

@@ -37,7 +37,9 @@ const GRANT_KEYS: &[&str] = &["dirs", "env", "http", "clocks"];
 const DIR_KEYS: &[&str] = &["host", "guest", "mode"];
 const LIMIT_KEYS: &[&str] = &["memory", "cpu_ms", "timeout_ms"];
 const GRAPH_KEYS: &[&str] = &["edges"];
-const EDGE_KEYS: &[&str] = &["from", "to", "on", "key"];
+/// Largest `max_attempts` an edge may declare.
+const MAX_ATTEMPTS_LIMIT: i64 = 1000;
+const EDGE_KEYS: &[&str] = &["from", "to", "on", "key", "ordered", "max_attempts"];
 const EVENT_KEYS: &[&str] = &["schema"];
 const RESOLVER_KEYS: &[&str] = &["host", "mode", "brane"];
 
@@ -780,12 +782,41 @@ fn edge(node: &Node, branes: &BTreeMap<String, Brane>, sink: &mut Sink) -> Optio
         },
         None => None,
     };
+    let mut ordered = false;
+    if let Some((_, n)) = get(entries, "ordered") {
+        match n.value {
+            Value::Bool(v) => ordered = v,
+            _ => wrong_type(n, "a boolean", "edge `ordered`", sink),
+        }
+    }
+    let max_attempts = match get(entries, "max_attempts") {
+        Some((_, n)) => match n.value {
+            Value::Int(v) if (1..=MAX_ATTEMPTS_LIMIT).contains(&v) => u32::try_from(v).ok(),
+            Value::Int(v) => {
+                sink.push(
+                    ErrorKind::InvalidLimit,
+                    n.span,
+                    format!(
+                        "invalid edge `max_attempts` {v}: it must be between 1 and {MAX_ATTEMPTS_LIMIT}"
+                    ),
+                );
+                None
+            }
+            _ => {
+                wrong_type(n, "an integer", "edge `max_attempts`", sink);
+                None
+            }
+        },
+        None => None,
+    };
     let (from, to, on) = (from?, to?, on?);
     ok.then_some(Edge {
         from: from.0,
         to: to.0,
         on: on.0,
         key,
+        ordered,
+        max_attempts,
     })
 }
 
