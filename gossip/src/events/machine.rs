@@ -866,6 +866,14 @@ impl Delivery {
         bytes: &[u8],
     ) -> Result<(), EventWireError> {
         let d = Deliver::from_bytes(bytes)?;
+        if self.inbound.len() >= self.config.max_open_batches {
+            let acks = vec![Ack::Busy; d.items.len()];
+            self.acts.push_back(Act::Respond {
+                inbound,
+                bytes: Acks { acks }.to_bytes(),
+            });
+            return Ok(());
+        }
         let mut acks: Vec<Option<Ack>> = Vec::with_capacity(d.items.len());
         let mut open = 0;
         for (i, item) in d.items.into_iter().enumerate() {

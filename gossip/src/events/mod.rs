@@ -483,6 +483,9 @@ pub struct DeliveryConfig {
     pub max_payload: usize,
     /// Most events queued per local brane. Default 1024.
     pub max_inbox: usize,
+    /// Most inbound batches waiting for their answers. Default 4096;
+    /// beyond it a batch is answered `Busy` for every event at once.
+    pub max_open_batches: usize,
     /// Most events one local brane processes at once. Default 4.
     pub concurrency: usize,
     /// Most emits one processing may produce (outbox room kept for them). Default 64.
@@ -507,6 +510,7 @@ impl Default for DeliveryConfig {
             max_attempts: 5,
             max_payload: 256 << 10,
             max_inbox: 1024,
+            max_open_batches: 4096,
             concurrency: 4,
             emit_reserve: 64,
             retry_base_ms: 100,

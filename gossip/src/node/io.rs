@@ -7,6 +7,10 @@ use omega_identity::ContentId;
 use omega_zgraph::{Brane, Edge, ImageRef, PlanHash};
 
 use crate::desired::{RecordError, Revocation, WriteError};
+use crate::events::{
+    DeadLetter, DlqCommand, DlqError, Emit, EmitError, EventId, EventOps, NewEvent, Process,
+    ProcessError,
+};
 use crate::hlc::Hlc;
 use crate::id::NodeId;
 use crate::join::Admitted;
@@ -28,6 +32,9 @@ pub enum Protocol {
     State,
     /// Images: one chunk by content id (`/omega/image/1`).
     Image,
+    /// Events: a batch of events in, one ack per event out, sent once each
+    /// is processed and durable (`/omega/event/1`, [`crate::events`]).
+    Event,
 }
 
 /// A gossip topic of the mesh (gossipsub, with validation by the node).
@@ -129,6 +136,11 @@ pub enum Command {
     /// Leave the mesh gracefully (keep driving the node ~300 ms afterwards
     /// so the news goes out).
     Leave,
+    /// Events from outside the graph (`omega emit`): answered with their
+    /// ids once they are durable in this node's outbox.
+    Emit(Vec<NewEvent>),
+    /// A dead-letter queue operation (`omega dlq`).
+    Dlq(DlqCommand),
 }
 
 /// Why a local write did not take effect (or did not become durable).
@@ -185,6 +197,11 @@ pub enum Reply {
     Chunk(Result<ImageResponse, FetchError>),
     /// [`Command::Leave`]: the leave message is queued.
     Left,
+    /// [`Command::Emit`]: the events' ids, durable; or why not.
+    Emitted(Result<Vec<EventId>, EmitError>),
+    /// [`Command::Dlq`]: the dead letters listed or shown (empty for
+    /// replay and drop), or why not.
+    Dlq(Result<Vec<DeadLetter>, DlqError>),
 }
 
 /// What the effect of a completed brane start was.
@@ -202,6 +219,11 @@ pub enum PersistOp {
     Append(Vec<u8>),
     /// Replace snapshot and log by one snapshot of the whole document.
     Compact(Vec<u8>),
+    /// One transaction of the event store ([`EventOps`]): outbox rows and
+    /// the processed window, all or nothing. When `ops.sync` is false the
+    /// driver may report it before it is on disk (a later synced write or
+    /// a periodic sync seals it).
+    Events(EventOps),
 }
 
 /// An image a brane needs, as far as the node can resolve it.
@@ -486,6 +508,14 @@ pub enum Input {
         /// Running, or why not.
         result: Result<Started, String>,
     },
+    /// [`Output::Process`] `ticket` is done: what the brane emitted, or why
+    /// it did not complete.
+    Processed {
+        /// The ticket.
+        ticket: u64,
+        /// The emits, in order; or the failure.
+        result: Result<Vec<Emit>, ProcessError>,
+    },
     /// Nothing happened but time passed (a timer from [`Node::poll_timeout`](super::Node::poll_timeout)).
     Timeout,
 }
@@ -597,6 +627,10 @@ pub enum Output {
         /// The attempt to stop.
         attempt: u64,
     },
+    /// Run a brane placed here on one event; report [`Input::Processed`].
+    /// Several may run at once (never more per brane than the delivery
+    /// configuration's concurrency).
+    Process(Box<Process>),
     /// The answer to a local command.
     Reply {
         /// The command.

@@ -62,6 +62,7 @@
 //!   the same seed and inputs give the same outputs, byte for byte.
 
 mod book;
+mod events;
 mod guard;
 mod image;
 mod io;
@@ -82,6 +83,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::admission::Admission;
 use crate::desired::{self, DesiredState};
+use crate::events::{Delivery, DeliveryConfig};
 use crate::id::{MeshId, NodeId};
 use crate::join::{Admitter, JoinToken};
 use crate::membership::{CommandError, Event, LocalMember, Membership, State};
@@ -220,6 +222,8 @@ pub struct Config {
     pub limits: Limits,
     /// The node's timers.
     pub timers: Timers,
+    /// Event delivery: credits, bounds, retries.
+    pub delivery: DeliveryConfig,
 }
 
 impl Default for Config {
@@ -232,6 +236,7 @@ impl Default for Config {
             reconcile: ReconcileConfig::default(),
             limits: Limits::default(),
             timers: Timers::default(),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -324,6 +329,9 @@ pub struct Node {
     next_anti_entropy: Mono,
     stats: DispatchStats,
     placement_dirty: bool,
+    delivery: Delivery,
+    topology_dirty: bool,
+    topology_generation: u64,
     now: Now,
 }
 
@@ -359,6 +367,8 @@ impl Node {
         let mut rng = ChaCha8Rng::from_seed(seed);
         let mut membership_seed = [0u8; 32];
         rng.fill_bytes(&mut membership_seed);
+        let mut delivery_seed = [0u8; 32];
+        rng.fill_bytes(&mut delivery_seed);
         let admission = AdmissionView::default();
         // Incarnations start from the wall clock, so a node restarted after
         // `kill -9` always comes back above its old self.
@@ -376,6 +386,7 @@ impl Node {
         let desired = DesiredState::new(root, config.desired.clone())?;
         let me = NodeId::from(key.public());
         let timers = config.timers.clone();
+        let delivery = Delivery::new(config.delivery.clone(), me, delivery_seed, now);
         let mut node = Self {
             admitter: Admitter::new(root, config.limits.max_replay),
             peers: Peers::default(),
@@ -407,6 +418,9 @@ impl Node {
             next_anti_entropy: now.mono.plus(timers.anti_entropy_interval),
             stats: DispatchStats::default(),
             placement_dirty: true,
+            delivery,
+            topology_dirty: true,
+            topology_generation: 0,
             now,
         };
         node.load(stored);
@@ -421,6 +435,7 @@ impl Node {
             mono: now.mono.max(self.now.mono),
             unix: now.unix,
         };
+        self.delivery.tick(self.now);
         match input {
             Input::Listening { addr } => self.on_listening(addr),
             Input::ConnectionUp { peer, conn, remote } => self.on_connection_up(peer, conn, remote),
@@ -470,6 +485,7 @@ impl Node {
                 let d = self.reconciler.started(key, attempt, result, now);
                 self.decide(d);
             }
+            Input::Processed { ticket, result } => self.delivery.on_processed(ticket, result),
             Input::Timeout => self.on_timeout(),
         }
         self.after_input();
@@ -494,6 +510,7 @@ impl Node {
             self.guard.next_expiry(),
             self.reconciler.next_retry(),
             self.peers.next_deadline(),
+            self.delivery.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -637,6 +654,8 @@ impl Node {
             self.report_out(Report::Brane { key, text });
         }
         self.publish_status_if_changed();
+        self.refresh_topology();
+        self.drain_delivery();
     }
 
     fn drain_membership(&mut self) {
@@ -760,6 +779,9 @@ impl Node {
             self.prune_admissions();
         }
         self.republish_status();
+        if self.delivery.poll_timeout().is_some_and(|t| t <= now.mono) {
+            self.delivery.handle_timeout(now);
+        }
         let decisions = self.reconciler.due(now);
         self.decide(decisions);
     }

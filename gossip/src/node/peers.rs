@@ -45,6 +45,7 @@ pub(crate) enum Outstanding {
     Join(NodeId),
     State(NodeId),
     Chunk(CommandId),
+    Events(u64),
 }
 
 /// Connected peers, SWIM messages waiting for a connection, and requests
@@ -426,7 +427,7 @@ impl Node {
             return true;
         }
         match protocol {
-            Protocol::Swim | Protocol::Image => {
+            Protocol::Swim | Protocol::Image | Protocol::Event => {
                 self.strike(from, &format!("{protocol:?} message before admission"));
             }
             // A benign race while both sides run the join protocol.
@@ -441,6 +442,7 @@ impl Node {
                 self.strike(from, &format!("bad join request: {error}"));
             }
             Protocol::Swim => self.strike(from, &format!("bad membership stream: {error}")),
+            Protocol::Event => self.strike(from, &format!("bad event stream: {error}")),
             _ => {}
         }
     }

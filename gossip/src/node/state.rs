@@ -41,7 +41,7 @@ use super::status::NodeStatus;
 
 /// What waits for a persist.
 #[derive(Debug)]
-enum After {
+pub(super) enum After {
     /// Announce the update; answer the local write, if any.
     Announce {
         update: Vec<u8>,
@@ -51,6 +51,8 @@ enum After {
     Validate { id: GossipRef, source: NodeId },
     /// Nothing (an anti-entropy reply, a compaction).
     Nothing,
+    /// Write `.0` of the event store.
+    Events(u64),
 }
 
 /// Writes in flight and what waits on each.
@@ -59,6 +61,9 @@ pub(crate) struct Persistence {
     next: u64,
     in_flight: BTreeMap<PersistId, After>,
     since_compact: u32,
+    /// Of `in_flight`, event-store writes (bounded by the delivery
+    /// machine, not by `max_persists_in_flight`).
+    events: usize,
 }
 
 impl Persistence {
@@ -88,9 +93,12 @@ impl Node {
         self.after_desired_change();
     }
 
-    fn persist(&mut self, op: PersistOp, after: After) {
+    pub(super) fn persist(&mut self, op: PersistOp, after: After) {
         let append = matches!(op, PersistOp::Append(_));
         let p = &mut self.persistence;
+        if matches!(after, After::Events(_)) {
+            p.events += 1;
+        }
         p.next += 1;
         let id = PersistId(p.next);
         p.in_flight.insert(id, after);
@@ -106,13 +114,22 @@ impl Node {
     }
 
     fn disk_full(&self) -> bool {
-        self.persistence.in_flight() >= self.config.limits.max_persists_in_flight
+        self.persistence.in_flight() - self.persistence.events
+            >= self.config.limits.max_persists_in_flight
     }
 
     pub(super) fn on_persisted(&mut self, id: PersistId, result: Result<(), String>) {
         let Some(after) = self.persistence.in_flight.remove(&id) else {
             return;
         };
+        if let After::Events(txn) = after {
+            self.persistence.events = self.persistence.events.saturating_sub(1);
+            if let Err(e) = &result {
+                self.report_out(Report::PersistFailed(format!("event store: {e}")));
+            }
+            self.on_events_persisted(txn, result);
+            return;
+        }
         if let Err(e) = &result {
             self.report_out(Report::PersistFailed(e.clone()));
         }
@@ -146,7 +163,7 @@ impl Node {
                     verdict,
                 });
             }
-            (After::Nothing, _) => {}
+            (After::Nothing | After::Events(_), _) => {}
         }
     }
 
@@ -176,6 +193,7 @@ impl Node {
         }
         self.sync_revocations();
         self.placement_dirty = true;
+        self.topology_dirty = true;
     }
 
     // ----- local commands ------------------------------------------------------
@@ -183,6 +201,7 @@ impl Node {
     pub(super) fn on_command(&mut self, id: CommandId, command: Command) {
         match command {
             Command::Write(bytes) => self.write_record(id, &bytes),
+            c @ (Command::Emit(_) | Command::Dlq(_)) => self.on_event_command(id, c),
             Command::Tick => {
                 let hlc = self.desired.tick(self.now.unix.0);
                 self.emit(Output::Reply {
@@ -418,6 +437,7 @@ impl Node {
                 self.emit(Output::Respond { id, bytes: reply });
             }
             Protocol::Image => self.serve_image(from, id, &bytes),
+            Protocol::Event => self.on_event_request(from, id, &bytes),
             // SWIM arrives as `Input::Swim`; a driver that routes it here
             // gets it handled all the same.
             Protocol::Swim => {
@@ -447,6 +467,7 @@ impl Node {
                     Err(r) => self.refused_update(from, &r),
                 }
             }
+            Some(Outstanding::Events(batch)) => self.on_event_response(from, batch, &bytes),
             Some(Outstanding::Chunk(cmd)) => {
                 let reply = ImageResponse::from_bytes(&bytes).map_err(FetchError::Malformed);
                 self.emit(Output::Reply {
@@ -468,6 +489,7 @@ impl Node {
             // Lost (sent down a closing connection): sent again on the next
             // dial round while the peer is connected.
             Some(Outstanding::Join(peer)) => self.join_lost(peer),
+            Some(Outstanding::Events(batch)) => self.delivery.on_batch_failed(batch, &error),
             _ => {}
         }
     }

@@ -141,6 +141,8 @@ impl NodeStatus {
 #[derive(Debug, Default)]
 pub(crate) struct Statuses {
     by_node: BTreeMap<NodeId, NodeStatus>,
+    /// Grows whenever the branes any node runs change.
+    generation: u64,
 }
 
 impl Statuses {
@@ -153,12 +155,24 @@ impl Statuses {
         }
         let changed = old.is_none_or(|o| o.branes != status.branes);
         self.by_node.insert(node, status);
+        if changed {
+            self.generation += 1;
+        }
         changed
     }
 
     /// Forgets `node`'s status (dead, left, removed, revoked).
     pub(crate) fn forget(&mut self, node: &NodeId) -> bool {
-        self.by_node.remove(node).is_some()
+        let gone = self.by_node.remove(node).is_some();
+        if gone {
+            self.generation += 1;
+        }
+        gone
+    }
+
+    /// Grows whenever the branes any node runs change.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     #[cfg(test)]

@@ -30,6 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::desired::{Authority, DesiredRecord};
+use crate::events::{Emit, EventId, EventOps, Process, ProcessError, StoredEvents};
 use crate::hlc::Hlc;
 use crate::id::NodeId;
 use crate::join::{InviteSpec, JoinToken};
@@ -57,6 +58,10 @@ pub struct MeshConfig {
     pub disk_latency: u64,
     /// How long a brane takes to start, ms. Default 5.
     pub start_latency: u64,
+    /// How long a brane takes to process one event, ms. Default 1.
+    /// The modelled brane emits one event of each type its outgoing edges
+    /// carry (same key and payload); a payload of `poison` fails.
+    pub process_latency: u64,
     /// Unix ms at virtual time 0. Default 1 800 000 000 000.
     pub epoch: u64,
     /// The node configuration (each node gets its own yrs client id).
@@ -72,6 +77,7 @@ impl Default for MeshConfig {
             request_timeout: 5_000,
             disk_latency: 1,
             start_latency: 5,
+            process_latency: 1,
             epoch: 1_800_000_000_000,
             node: crate::node::Config::default(),
         }
@@ -85,6 +91,54 @@ enum Ev {
     Connect(usize, usize),
     Persisted(usize, u64, crate::node::PersistId, PersistOp),
     Started(usize, u64, BraneKey, u64),
+    Processed(usize, u64, Box<Process>),
+}
+
+/// One event a modelled brane ran (whether or not its result was then
+/// committed): what [`MeshSim::processed`] lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    /// The node it ran on.
+    pub node: usize,
+    /// The brane.
+    pub brane: BraneKey,
+    /// The event id.
+    pub id: EventId,
+    /// Its key.
+    pub key: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// A node's durable event store in the harness.
+#[derive(Debug, Default, Clone)]
+struct EventStore {
+    outbox: BTreeMap<u64, Vec<u8>>,
+    processed: BTreeMap<u64, EventId>,
+}
+
+impl EventStore {
+    fn apply(&mut self, ops: &EventOps) {
+        for (seq, bytes) in &ops.put {
+            self.outbox.insert(*seq, bytes.clone());
+        }
+        for seq in &ops.delete {
+            self.outbox.remove(seq);
+        }
+        for (o, id) in &ops.processed {
+            self.processed.insert(*o, *id);
+        }
+        for o in &ops.forget {
+            self.processed.remove(o);
+        }
+    }
+
+    fn stored(&self) -> StoredEvents {
+        StoredEvents {
+            outbox: self.outbox.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            processed: self.processed.iter().map(|(k, v)| (*k, *v)).collect(),
+        }
+    }
 }
 
 struct Gossip {
@@ -102,6 +156,7 @@ struct SimNode {
     node: Option<Node>,
     life: u64,
     store: Vec<Vec<u8>>,
+    event_store: EventStore,
     timer: Option<u64>,
     running: BTreeMap<BraneKey, u64>,
     blobs: BTreeMap<ContentId, Vec<u8>>,
@@ -137,6 +192,7 @@ pub struct MeshSim {
     next_msg: u64,
     trace: blake3::Hasher,
     trace_lines: u64,
+    ran: Vec<Ran>,
     hlc_counter: u32,
     delivered: u64,
     dropped: u64,
@@ -191,6 +247,7 @@ impl MeshSim {
             next_msg: 0,
             trace: blake3::Hasher::new(),
             trace_lines: 0,
+            ran: Vec::new(),
             hlc_counter: 0,
             delivered: 0,
             dropped: 0,
@@ -251,6 +308,7 @@ impl MeshSim {
             node: None,
             life: 0,
             store: Vec::new(),
+            event_store: EventStore::default(),
             timer: None,
             running: BTreeMap::new(),
             blobs: BTreeMap::new(),
@@ -286,7 +344,10 @@ impl MeshSim {
             profile: n.profile.clone(),
         };
         match Node::new(config, identity, &n.store, seed, now) {
-            Ok(node) => n.node = Some(node),
+            Ok(mut node) => {
+                node.restore_events(n.event_store.stored());
+                n.node = Some(node);
+            }
             Err(e) => panic!("node {i} does not start: {e}"),
         }
         n.timer = None;
@@ -317,6 +378,55 @@ impl MeshSim {
             let other = if a == i { b } else { a };
             self.close(i, other, false);
         }
+    }
+
+    /// Every event a modelled brane ran, in order.
+    pub fn processed(&self) -> &[Ran] {
+        &self.ran
+    }
+
+    /// Events from outside, submitted on node `i` (`omega emit`).
+    pub fn emit(&mut self, i: usize, events: Vec<crate::events::NewEvent>) -> CommandId {
+        self.command(i, Command::Emit(events))
+    }
+
+    /// Node `i`'s delivery figures, if it runs.
+    pub fn events(&self, i: usize) -> Option<crate::events::EventReport> {
+        self.nodes[i].node.as_ref().map(Node::events)
+    }
+
+    /// The modelled brane: one emit per outgoing edge type, `poison` fails.
+    fn model(&self, i: usize, p: &Process) -> Result<Vec<Emit>, ProcessError> {
+        let Some(node) = self.nodes[i].node.as_ref() else {
+            return Err(ProcessError::NotRunning);
+        };
+        if !self.nodes[i].running.contains_key(&p.to) {
+            return Err(ProcessError::NotRunning);
+        }
+        if p.event.payload == b"poison" {
+            return Err(ProcessError::Failed("poisoned".into()));
+        }
+        let mut types: Vec<&str> = node
+            .event_topology()
+            .edges
+            .get(&p.to.manifest)
+            .map(|es| {
+                es.iter()
+                    .filter(|e| e.from == p.to.brane)
+                    .map(|e| e.on.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        types.sort_unstable();
+        types.dedup();
+        Ok(types
+            .into_iter()
+            .map(|ty| Emit {
+                ty: ty.to_owned(),
+                key: p.event.key.clone(),
+                payload: p.event.payload.clone(),
+            })
+            .collect())
     }
 
     /// Restarts a crashed node from what it had made durable.
@@ -528,8 +638,29 @@ impl MeshSim {
                 match op {
                     PersistOp::Append(u) => self.nodes[i].store.push(u),
                     PersistOp::Compact(doc) => self.nodes[i].store = vec![doc],
+                    PersistOp::Events(ops) => self.nodes[i].event_store.apply(&ops),
                 }
                 self.input(i, Input::Persisted { id, result: Ok(()) });
+            }
+            Ev::Processed(i, life, p) => {
+                if self.nodes[i].life != life {
+                    return;
+                }
+                let result = self.model(i, &p);
+                self.ran.push(Ran {
+                    node: i,
+                    brane: p.to.clone(),
+                    id: p.event.id,
+                    key: p.event.key.clone(),
+                    payload: p.event.payload.clone(),
+                });
+                self.input(
+                    i,
+                    Input::Processed {
+                        ticket: p.ticket,
+                        result,
+                    },
+                );
             }
             Ev::Started(i, life, key, attempt) => {
                 if self.nodes[i].life != life {
@@ -739,6 +870,11 @@ impl MeshSim {
             }
             Output::Reply { id, reply } => {
                 self.nodes[i].replies.insert(id, reply);
+            }
+            Output::Process(p) => {
+                let at = self.now + self.config.process_latency;
+                let life = self.nodes[i].life;
+                self.schedule(at, Ev::Processed(i, life, p));
             }
             Output::Ready { .. } | Output::Report(_) => {}
         }
