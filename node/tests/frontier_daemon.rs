@@ -262,14 +262,26 @@ fn daemon_runs_a_frontier_brane_reclaims_orphans_and_stops_it() {
 
     // An event flows ingest → transform → stats (the VM) → archive.
     let sent = Instant::now();
-    let r = emit(&dir, "ingest", "tick", "1,2,3");
+    let (ok, r, e) = run(&[
+        "--key",
+        &mesh.root_key(),
+        "emit",
+        "tick",
+        "1,2,3",
+        "--to",
+        "ingest",
+        "--data-dir",
+        g.d(),
+    ]);
+    assert!(ok, "{e}");
+    assert_eq!(r["ids"].as_array().map(Vec::len), Some(1), "{r}");
+    let written = wait_for(BOOT_CEILING, || {
+        std::fs::read_dir(&archive).is_ok_and(|d| d.count() == 1)
+    });
     eprintln!("event round trip through the VM: {:?}", sent.elapsed());
-    let d = r["deliveries"].as_array().unwrap();
-    let stats = d.iter().find(|x| x["brane"] == "stats").expect("stats");
-    assert_eq!(stats["delivered"], true, "{r}");
-    assert_eq!(stats["emitted"], json!(["shard.stats"]), "{r}");
-    let arch = d.iter().find(|x| x["brane"] == "archive").expect("archive");
-    assert!(arch["delivered"] == true && arch["error"].is_null(), "{r}");
+    assert!(written.is_some(), "nothing archived; log:\n{}", g.log());
+    let (_, tail, _) = run(&["tail", "stats", "--data-dir", g.d()]);
+    assert_eq!(tail["emitted"], json!(["shard.stats"]), "{tail}");
     let written: Vec<PathBuf> = std::fs::read_dir(&archive)
         .unwrap()
         .flatten()
@@ -369,12 +381,6 @@ fn stats_running(node: &Node) -> bool {
             .as_array()
             .is_some_and(|a| a.iter().any(|x| x["state"] == "running"))
     })
-}
-
-/// `POST /v0/emit` on the node's local API.
-fn emit(dir: &Path, brane: &str, ty: &str, payload: &str) -> Value {
-    let body = json!({ "brane": brane, "type": ty, "payload": payload }).to_string();
-    omega_node::api::call(dir, "POST", "/v0/emit", body.as_bytes()).unwrap()
 }
 
 /// The VM run directories under `root` and their QEMU pids.

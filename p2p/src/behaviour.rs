@@ -19,6 +19,8 @@ pub const SWIM_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/swim/1");
 pub const STATE_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/state/1");
 /// Image transfer: one chunk of an image by content id per request.
 pub const IMAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/image/1");
+/// Events: a batch of events in, one ack per event out once processed.
+pub const EVENT_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/event/1");
 /// The Kademlia protocol of Omega meshes (kept apart from the public IPFS DHT).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/kad/1");
 /// identify's protocol version string.
@@ -46,8 +48,14 @@ pub struct NetConfig {
     pub max_state_message: usize,
     /// Largest image request or response (one chunk). Default 256 KiB + 1 KiB.
     pub max_image_message: usize,
+    /// Largest event batch or answer. Default 8 MiB (the delivery
+    /// machine's wire limit).
+    pub max_event_message: usize,
     /// Most concurrent request streams per protocol. Default 64.
     pub max_concurrent_streams: usize,
+    /// How long an event batch may wait for its answer (it is answered
+    /// once every event in it is processed). Default 60 s.
+    pub event_timeout: Duration,
     /// Request timeout. Default 5 s.
     pub request_timeout: Duration,
     /// How long an idle connection is kept. Default 60 s.
@@ -75,7 +83,9 @@ impl Default for NetConfig {
             max_gossipsub_message: 64 * 1024,
             max_state_message: (8 << 20) + 1024,
             max_image_message: (256 << 10) + 1024,
+            max_event_message: omega_gossip::events::MAX_WIRE_BYTES,
             max_concurrent_streams: 64,
+            event_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
             idle_connection_timeout: Duration::from_secs(60),
             mdns: false,
@@ -98,6 +108,7 @@ pub(crate) struct Behaviour {
     pub(crate) swim: request_response::Behaviour<BytesCodec>,
     pub(crate) state: request_response::Behaviour<BytesCodec>,
     pub(crate) image: request_response::Behaviour<BytesCodec>,
+    pub(crate) event: request_response::Behaviour<BytesCodec>,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
@@ -118,14 +129,15 @@ pub enum BuildError {
 fn rr(
     protocol: StreamProtocol,
     max_size: usize,
-    cfg: &NetConfig,
+    timeout: Duration,
+    streams: usize,
 ) -> request_response::Behaviour<BytesCodec> {
     request_response::Behaviour::with_codec(
         BytesCodec { max_size },
         [(protocol, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
-            .with_request_timeout(cfg.request_timeout)
-            .with_max_concurrent_streams(cfg.max_concurrent_streams),
+            .with_request_timeout(timeout)
+            .with_max_concurrent_streams(streams),
     )
 }
 
@@ -172,6 +184,7 @@ impl Behaviour {
             P::Swim => &mut self.swim,
             P::State => &mut self.state,
             P::Image => &mut self.image,
+            P::Event => &mut self.event,
         }
     }
 
@@ -218,6 +231,7 @@ impl Behaviour {
         } else {
             None
         };
+        let (t, s) = (cfg.request_timeout, cfg.max_concurrent_streams);
         Ok(Self {
             blocked: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
@@ -230,10 +244,18 @@ impl Behaviour {
                 key.public(),
             )),
             ping: ping::Behaviour::new(ping::Config::new()),
-            join: rr(JOIN_PROTOCOL, cfg.max_join_message, cfg),
-            swim: rr(SWIM_PROTOCOL, cfg.max_swim_message, cfg),
-            state: rr(STATE_PROTOCOL, cfg.max_state_message, cfg),
-            image: rr(IMAGE_PROTOCOL, cfg.max_image_message, cfg),
+            join: rr(JOIN_PROTOCOL, cfg.max_join_message, t, s),
+            swim: rr(SWIM_PROTOCOL, cfg.max_swim_message, t, s),
+            state: rr(STATE_PROTOCOL, cfg.max_state_message, t, s),
+            image: rr(IMAGE_PROTOCOL, cfg.max_image_message, t, s),
+            // Credits bound the batches in flight (peer credits / batch
+            // size); the stream limit must not be the tighter bound.
+            event: rr(
+                EVENT_PROTOCOL,
+                cfg.max_event_message,
+                cfg.event_timeout,
+                s.max(1024),
+            ),
             kad,
             gossipsub,
             mdns: mdns.into(),

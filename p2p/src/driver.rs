@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 use crate::behaviour::{Behaviour, BehaviourEvent, NetConfig};
 use crate::discovery::Discovery;
 use crate::handle::{BraneEffect, NodeHandle, PeerReport, REQUEST_QUEUE, Request, StatusReport};
-use crate::host::{BlobSource, DesiredStore};
+use crate::host::{BlobSource, DesiredStore, EventSync};
 use crate::keys;
 
 /// Everything a node needs to run.
@@ -56,8 +56,12 @@ pub struct NodeConfig {
     pub registry: Option<Registry>,
     /// The stored desired-state updates to load (snapshot, then log).
     pub stored: Vec<Vec<u8>>,
-    /// Where accepted updates go (`None`: memory only).
+    /// Where accepted updates and event-store writes go (`None`: memory only).
     pub store: Option<Box<dyn DesiredStore>>,
+    /// The stored outbox and processed window to load.
+    pub stored_events: omega_gossip::events::StoredEvents,
+    /// When event-store writes reach the disk.
+    pub event_sync: EventSync,
     /// The images this node serves (`None`: it serves none).
     pub blobs: Option<Arc<dyn BlobSource>>,
 }
@@ -101,9 +105,10 @@ pub fn spawn(
     let providers = std::mem::take(&mut cfg.providers);
     let interval = cfg.discovery_interval;
     let driver = Driver::new(cfg, effects_tx)?;
+    let done = driver.done_tx.clone();
     tokio::spawn(discovery_task(providers, interval, found_tx));
     let task = tokio::spawn(driver.run(rx, found_rx));
-    Ok((NodeHandle { tx }, effects_rx, task))
+    Ok((NodeHandle { tx, done }, effects_rx, task))
 }
 
 async fn discovery_task(
@@ -321,9 +326,10 @@ impl Driver {
             mono: Mono(0),
             unix: unix_now(),
         };
-        let node = Node::new(cfg.node, cfg.identity, &cfg.stored, random_seed(), now)?;
+        let mut node = Node::new(cfg.node, cfg.identity, &cfg.stored, random_seed(), now)?;
+        node.restore_events(std::mem::take(&mut cfg.stored_events));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let store_tx = spawn_store(cfg.store, done_tx.clone());
+        let store_tx = spawn_store(cfg.store, cfg.event_sync, done_tx.clone());
         let mut driver = Self {
             swarm,
             node,
@@ -456,6 +462,9 @@ impl Driver {
                 attempt,
                 result,
             }),
+            Request::Events(tx) => {
+                let _ = tx.send(self.node.events());
+            }
             Request::Shutdown(_) => {}
         }
     }
@@ -582,6 +591,15 @@ impl Driver {
             Output::Start(_) => {}
             Output::Stop { key, attempt } => {
                 let _ = self.effects.send(BraneEffect::Stop { key, attempt });
+            }
+            Output::Process(p) => {
+                let ticket = p.ticket;
+                if self.stopping || self.effects.send(BraneEffect::Process(p)).is_err() {
+                    let _ = self.done_tx.send(Input::Processed {
+                        ticket,
+                        result: Err(omega_gossip::events::ProcessError::NotRunning),
+                    });
+                }
             }
             Output::Reply { id, reply } => {
                 if let Some(tx) = self.commands.remove(&id) {
@@ -768,6 +786,7 @@ impl Driver {
             BehaviourEvent::Swim(e) => self.on_rr(Protocol::Swim, e),
             BehaviourEvent::State(e) => self.on_rr(Protocol::State, e),
             BehaviourEvent::Image(e) => self.on_rr(Protocol::Image, e),
+            BehaviourEvent::Event(e) => self.on_rr(Protocol::Event, e),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 if let Some(peer) = keys::node_id(&peer_id) {
                     let addrs = info
@@ -914,24 +933,90 @@ impl Driver {
     }
 }
 
-/// The store thread: executes persists in order and reports each.
+/// Most writes taken into one group commit.
+const MAX_GROUP: usize = 4096;
+
+/// The store thread: executes persists in order and reports each. Event
+/// writes queued together are applied as one transaction with one sync
+/// (group commit); a desired-state write between them ends the group, so
+/// the order of all writes is kept.
 fn spawn_store(
     store: Option<Box<dyn DesiredStore>>,
+    sync: EventSync,
     done: mpsc::UnboundedSender<Input>,
 ) -> std::sync::mpsc::Sender<(brain::PersistId, PersistOp)> {
+    use std::sync::mpsc::RecvTimeoutError;
     let (tx, rx) = std::sync::mpsc::channel::<(brain::PersistId, PersistOp)>();
     let spawned = std::thread::Builder::new()
         .name("omega-store".into())
         .spawn(move || {
             let mut store = store;
-            while let Ok((id, op)) = rx.recv() {
-                let result = match (&mut store, &op) {
-                    (None, _) => Ok(()),
-                    (Some(s), PersistOp::Append(u)) => s.append(u),
-                    (Some(s), PersistOp::Compact(doc)) => s.compact(doc),
+            let interval = match sync {
+                EventSync::Always => None,
+                EventSync::Interval(ms) => Some(Duration::from_millis(ms.max(1))),
+            };
+            let mut unsynced = false;
+            let mut group: Vec<(brain::PersistId, omega_gossip::events::EventOps)> = Vec::new();
+            loop {
+                let first = match interval {
+                    Some(every) if unsynced => match rx.recv_timeout(every) {
+                        Ok(x) => x,
+                        Err(RecvTimeoutError::Timeout) => {
+                            if let Some(s) = &mut store
+                                && let Err(e) = s.sync()
+                            {
+                                warn!("event store: sync failed: {e}");
+                            }
+                            unsynced = false;
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    },
+                    _ => match rx.recv() {
+                        Ok(x) => x,
+                        Err(_) => return,
+                    },
                 };
-                if done.send(Input::Persisted { id, result }).is_err() {
-                    return;
+                let mut batch = vec![first];
+                while batch.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(x) => batch.push(x),
+                        Err(_) => break,
+                    }
+                }
+                let mut reports = Vec::with_capacity(batch.len());
+                for (id, op) in batch {
+                    match op {
+                        PersistOp::Events(ops) => group.push((id, ops)),
+                        other => {
+                            flush(
+                                &mut store,
+                                &mut group,
+                                interval,
+                                &mut unsynced,
+                                &mut reports,
+                            );
+                            let result = match (&mut store, &other) {
+                                (None, _) => Ok(()),
+                                (Some(s), PersistOp::Append(u)) => s.append(u),
+                                (Some(s), PersistOp::Compact(doc)) => s.compact(doc),
+                                (Some(_), _) => Ok(()),
+                            };
+                            reports.push((id, result));
+                        }
+                    }
+                }
+                flush(
+                    &mut store,
+                    &mut group,
+                    interval,
+                    &mut unsynced,
+                    &mut reports,
+                );
+                for (id, result) in reports {
+                    if done.send(Input::Persisted { id, result }).is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -939,6 +1024,32 @@ fn spawn_store(
         warn!("cannot start the store thread: {e}");
     }
     tx
+}
+
+/// Commits the event writes gathered so far as one transaction.
+fn flush(
+    store: &mut Option<Box<dyn DesiredStore>>,
+    group: &mut Vec<(brain::PersistId, omega_gossip::events::EventOps)>,
+    interval: Option<Duration>,
+    unsynced: &mut bool,
+    reports: &mut Vec<(brain::PersistId, Result<(), String>)>,
+) {
+    if group.is_empty() {
+        return;
+    }
+    let (ids, ops): (Vec<brain::PersistId>, Vec<omega_gossip::events::EventOps>) =
+        group.drain(..).unzip();
+    let durable = interval.is_none() && ops.iter().any(|o| o.sync);
+    let result = match store {
+        None => Ok(()),
+        Some(s) => s.events(&ops, durable),
+    };
+    if result.is_ok() && !durable {
+        *unsynced = true;
+    }
+    for id in ids {
+        reports.push((id, result.clone()));
+    }
 }
 
 fn build_swarm(

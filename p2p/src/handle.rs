@@ -2,6 +2,10 @@
 //! answers out, and the brane effects the node asks the host to carry out.
 
 use omega_gossip::NodeId;
+use omega_gossip::events::{
+    DeadLetter, DlqCommand, DlqError, Emit, EmitError, EventId, EventReport, NewEvent, Process,
+    ProcessError,
+};
 use omega_gossip::hlc::Hlc;
 use omega_gossip::node::{
     BraneKey, Command as NodeCommand, FetchError, ImageRequest, ImageResponse, MemberReport,
@@ -39,6 +43,9 @@ pub struct PeerReport {
 pub enum BraneEffect {
     /// Start (or restart) a brane.
     Start(Box<StartBrane>),
+    /// Run a brane placed here on one event; report it with
+    /// [`NodeHandle::processed`] (from any thread).
+    Process(Box<Process>),
     /// Stop `key` if its running attempt is `attempt` or older.
     Stop {
         /// Which brane.
@@ -55,6 +62,7 @@ pub(crate) enum Request {
     Metrics(oneshot::Sender<String>),
     Command(NodeCommand, oneshot::Sender<Reply>),
     Started(BraneKey, u64, Result<Started, String>),
+    Events(oneshot::Sender<EventReport>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -63,6 +71,7 @@ pub(crate) enum Request {
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
     pub(crate) tx: mpsc::Sender<Request>,
+    pub(crate) done: mpsc::UnboundedSender<omega_gossip::node::Input>,
 }
 
 impl std::fmt::Debug for Request {
@@ -143,6 +152,41 @@ impl NodeHandle {
         self.tx
             .send(Request::Started(key, attempt, result))
             .await
+            .is_ok()
+    }
+
+    /// Events from outside (`omega emit`), authorized by `grant` (an
+    /// encoded emit grant for their manifest): their ids once durable here.
+    pub async fn emit(
+        &self,
+        grant: Vec<u8>,
+        events: Vec<NewEvent>,
+    ) -> Option<Result<Vec<EventId>, EmitError>> {
+        match self.command(NodeCommand::Emit { grant, events }).await? {
+            Reply::Emitted(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// A dead-letter queue operation (`omega dlq`).
+    pub async fn dlq(&self, command: DlqCommand) -> Option<Result<Vec<DeadLetter>, DlqError>> {
+        match self.command(NodeCommand::Dlq(command)).await? {
+            Reply::Dlq(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Delivery figures (outbox, dead letters, per-edge counts).
+    pub async fn events(&self) -> Option<EventReport> {
+        self.ask(Request::Events).await
+    }
+
+    /// Reports the result of a [`BraneEffect::Process`]. Never blocks: the
+    /// result goes on the driver's own queue (bounded by the delivery
+    /// machine's concurrency, which holds the tickets).
+    pub fn processed(&self, ticket: u64, result: Result<Vec<Emit>, ProcessError>) -> bool {
+        self.done
+            .send(omega_gossip::node::Input::Processed { ticket, result })
             .is_ok()
     }
 

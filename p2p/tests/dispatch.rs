@@ -199,6 +199,13 @@ impl DesiredStore for SlowStore {
         std::thread::sleep(self.0);
         Ok(())
     }
+    fn events(&mut self, _: &[omega_gossip::events::EventOps], _: bool) -> Result<(), String> {
+        std::thread::sleep(self.0);
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[tokio::test]

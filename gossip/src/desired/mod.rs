@@ -55,7 +55,7 @@ use yrs::{
     Any, ClientID, Doc, Map, Options, Out, ReadTxn, StateVector, Transact, Update, WriteTxn,
 };
 
-pub use self::record::{Authority, DesiredRecord, RecordError, RecordKind, Revocation};
+pub use self::record::{Authority, CMD_EMIT, DesiredRecord, RecordError, RecordKind, Revocation};
 use self::record::{Verified, verify};
 use crate::hlc::{Hlc, HlcError, Stamp, check_drift};
 use crate::id::NodeId;
@@ -645,6 +645,24 @@ impl DesiredState {
             }
         }
         changes
+    }
+
+    /// Checks an emit grant ([`DesiredRecord::emit_grant`]) at `now_ms`
+    /// against the mesh root and every revocation: the signer and the
+    /// manifest it may emit into.
+    pub fn authorize_emit(
+        &self,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<(omega_identity::Did, String), RecordError> {
+        record::verify_emit(
+            bytes,
+            &self.root,
+            &self.config.validator,
+            now_ms / 1000,
+            &self.revoked.tokens,
+            &self.revoked.nodes,
+        )
     }
 
     fn verify(&self, key: &str, bytes: &[u8], now_ms: u64) -> Result<Verified, Refusal> {

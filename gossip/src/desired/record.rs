@@ -48,6 +48,8 @@ const CMD_APPLY: &str = "/manifest/apply";
 const CMD_DELETE: &str = "/manifest/delete";
 const CMD_IMAGE: &str = "/image/push";
 const CMD_REVOKE: &str = "/revoke";
+/// The command an emit from outside is authorized by.
+pub const CMD_EMIT: &str = "/event/emit";
 
 /// What a record does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -242,6 +244,16 @@ impl DesiredRecord {
         })
     }
 
+    /// A grant to emit events into manifest `manifest` from outside
+    /// (`omega emit`): an invocation of [`CMD_EMIT`], valid until the
+    /// authority's `exp`. Not a desired-state record: it is checked by the
+    /// node that takes the emit ([`crate::DesiredState::authorize_emit`]).
+    pub fn emit_grant(manifest: &str, auth: Authority<'_>) -> Result<Self, RecordError> {
+        let mut args = BTreeMap::new();
+        args.insert("manifest".into(), Ipld::String(manifest.into()));
+        Self::sign(CMD_EMIT, args, Vec::new(), auth)
+    }
+
     /// Builds a record from tokens and a body made elsewhere (not verified here).
     pub fn from_parts(
         invocation: Signed<Invocation>,
@@ -351,6 +363,48 @@ impl Verified {
         self.tokens.iter().any(|c| tokens.contains(c))
             || self.principals.iter().any(|d| nodes.contains(d))
     }
+}
+
+/// Decodes and verifies `bytes` as an emit grant of mesh `root` at
+/// `now_secs`: returns the signer and the manifest it names.
+pub(crate) fn verify_emit(
+    bytes: &[u8],
+    root: &Did,
+    validator: &ValidatorConfig,
+    now_secs: u64,
+    revoked: &RevocationSet,
+    revoked_nodes: &std::collections::BTreeSet<Did>,
+) -> Result<(Did, String), RecordError> {
+    let rec = DesiredRecord::decode(bytes, 64 << 10)?;
+    let p = rec.invocation.payload();
+    if p.sub != *root {
+        return Err(RecordError::WrongMesh {
+            expected: Box::new(*root),
+            found: Box::new(p.sub),
+        });
+    }
+    if p.cmd.as_str() != CMD_EMIT {
+        return Err(RecordError::UnknownCommand(p.cmd.as_str().into()));
+    }
+    let mut principals = vec![p.iss];
+    for d in &rec.proofs {
+        principals.extend([d.payload().iss, d.payload().aud]);
+    }
+    if let Some(d) = principals.iter().find(|d| revoked_nodes.contains(d)) {
+        return Err(RecordError::RevokedPrincipal(Box::new(*d)));
+    }
+    let manifest = str_arg(&p.args, "manifest")?.to_owned();
+    let mut fresh = ReplayGuard::new(1);
+    Validator::new(validator.clone())
+        .validate(
+            &rec.invocation,
+            rec.proofs.as_slice(),
+            now_secs,
+            revoked,
+            &mut fresh,
+        )
+        .map_err(|e| RecordError::Unauthorized(Box::new(e)))?;
+    Ok((p.iss, manifest))
 }
 
 /// Decodes and verifies `bytes` as a record of mesh `root`.

@@ -575,10 +575,7 @@ impl Delivery {
             .collect();
         for edge in keys {
             let target = BraneKey::new(&edge.0, &edge.2);
-            loop {
-                let Some(q) = self.edges.get(&edge) else {
-                    break;
-                };
+            while let Some(q) = self.edges.get(&edge) {
                 if q.in_flight >= self.config.edge_credits {
                     let s = format!(
                         "{} events in flight: waiting for acknowledgements",

@@ -568,6 +568,9 @@ pub enum EmitError {
         /// What is wrong there.
         why: String,
     },
+    /// No valid grant of `/event/emit` for the manifest.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// The outbox is full: a consumer downstream is slow. Try again.
     #[error("busy: the outbox holds {0} events; a consumer downstream is slow")]
     Busy(usize),

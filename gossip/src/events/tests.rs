@@ -482,12 +482,11 @@ fn ordered_edges_keep_one_event_per_key_in_flight_across_failures() {
         .filter(|(_, _, k)| k == "k")
         .map(|(_, id, _)| *id)
         .map(|id| {
-            let parent = (0..4u8)
+            (0..4u8)
                 .find(|i| {
                     EventId::child(&EventId([*i; 16]), &BraneKey::new("m", "sink"), "b", 0) == id
                 })
-                .expect("a known child");
-            parent
+                .expect("a known child")
         })
         .collect();
     assert_eq!(ks, vec![0, 1, 3], "key k in emit order despite the failure");

@@ -6,7 +6,7 @@
 
 use omega_zgraph::Capability;
 
-use crate::events::{Act, EventReport, StoredEvents, Topology};
+use crate::events::{Act, EmitError, EventReport, StoredEvents, Topology};
 use crate::id::NodeId;
 
 use super::io::{BraneKey, CommandId, InboundId, Output, PersistOp, Protocol, Reply, RequestId};
@@ -161,7 +161,24 @@ impl Node {
     /// An emit or dead-letter command.
     pub(super) fn on_event_command(&mut self, id: CommandId, command: super::Command) {
         match command {
-            super::Command::Emit(events) => self.delivery.emit(id, events),
+            super::Command::Emit { grant, events } => {
+                match self.desired.authorize_emit(&grant, self.now.unix.0) {
+                    Ok((_, manifest)) => match events.iter().find(|e| e.to.manifest != manifest) {
+                        Some(e) => self.emit(Output::Reply {
+                            id,
+                            reply: Reply::Emitted(Err(EmitError::Unauthorized(format!(
+                                "the grant is for manifest `{manifest}`, not `{}`",
+                                e.to.manifest
+                            )))),
+                        }),
+                        None => self.delivery.emit(id, events),
+                    },
+                    Err(e) => self.emit(Output::Reply {
+                        id,
+                        reply: Reply::Emitted(Err(EmitError::Unauthorized(e.to_string()))),
+                    }),
+                }
+            }
             super::Command::Dlq(c) => self.delivery.dlq(id, c),
             _ => {}
         }

@@ -136,9 +136,15 @@ pub enum Command {
     /// Leave the mesh gracefully (keep driving the node ~300 ms afterwards
     /// so the news goes out).
     Leave,
-    /// Events from outside the graph (`omega emit`): answered with their
-    /// ids once they are durable in this node's outbox.
-    Emit(Vec<NewEvent>),
+    /// Events from outside the graph (`omega emit`), authorized by `grant`
+    /// (an encoded [`crate::desired::DesiredRecord::emit_grant`] for their
+    /// manifest): answered with their ids once durable in this node's outbox.
+    Emit {
+        /// The grant.
+        grant: Vec<u8>,
+        /// The events (all of the grant's manifest).
+        events: Vec<NewEvent>,
+    },
     /// A dead-letter queue operation (`omega dlq`).
     Dlq(DlqCommand),
 }

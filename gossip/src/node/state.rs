@@ -201,7 +201,7 @@ impl Node {
     pub(super) fn on_command(&mut self, id: CommandId, command: Command) {
         match command {
             Command::Write(bytes) => self.write_record(id, &bytes),
-            c @ (Command::Emit(_) | Command::Dlq(_)) => self.on_event_command(id, c),
+            c @ (Command::Emit { .. } | Command::Dlq(_)) => self.on_event_command(id, c),
             Command::Tick => {
                 let hlc = self.desired.tick(self.now.unix.0);
                 self.emit(Output::Reply {

@@ -386,8 +386,16 @@ impl MeshSim {
     }
 
     /// Events from outside, submitted on node `i` (`omega emit`).
+    /// The grant is signed by the mesh root for the first event's manifest.
     pub fn emit(&mut self, i: usize, events: Vec<crate::events::NewEvent>) -> CommandId {
-        self.command(i, Command::Emit(events))
+        let manifest = events
+            .first()
+            .map(|e| e.to.manifest.clone())
+            .unwrap_or_default();
+        let grant = DesiredRecord::emit_grant(&manifest, self.authority())
+            .unwrap_or_else(|e| panic!("signing an emit grant: {e}"))
+            .encode();
+        self.command(i, Command::Emit { grant, events })
     }
 
     /// Node `i`'s delivery figures, if it runs.

@@ -11,7 +11,11 @@
 //! | `POST /v0/records` ([`WriteRequest`]) | [`OkResponse`] once the record is durable and announced, or 400 with why it was refused |
 //! | `GET /v0/ps` | [`PsResponse`]: desired versus actual, per manifest, brane and node |
 //! | `GET /v0/describe/BRANE` (or `MANIFEST/BRANE`) | [`DescribeResponse`]: placement, ineligible nodes and why, actual state, history |
-//! | `POST /v0/emit` ([`EmitRequest`]) | [`EmitResponse`]: the event run on a brane here and along local edges |
+//! | `POST /v0/emit` ([`EmitRequest`]) | [`EmitResponse`]: the events' ids once durable here (403 without a valid grant, 503 when the outbox is full) |
+//! | `GET /v0/events` | [`omega_gossip::events::EventReport`]: outbox, dead letters, window, per outgoing edge |
+//! | `GET /v0/tail?after=N[&brane=B][&type=T]` | [`TailResponse`]: events processed here after line N (waits up to 1 s) |
+//! | `GET /v0/dlq`, `GET /v0/dlq/ID` | [`DlqResponse`]: dead letters on this node (with payload for one) |
+//! | `POST /v0/dlq/ID/replay`, `POST /v0/dlq/ID/drop` | [`DlqResponse`] (empty) once durable |
 //!
 //! Errors are [`ErrorResponse`] with status 400 (bad request), 404
 //! (unknown brane or route), 413 (body too large) or 503 (node stopping).
@@ -29,7 +33,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 
-use crate::daemon::runner::{self, Shared};
+use crate::daemon::runner::Shared;
 use crate::daemon::view;
 
 pub use self::types::*;
@@ -108,6 +112,14 @@ async fn route(api: &Api, req: &http::Request) -> Answer {
             None => stopping(),
         };
     }
+    if let Some(rest) = req.path.strip_prefix("/v0/dlq") {
+        return dlq(api, &req.method, rest).await;
+    }
+    if let Some(query) = req.path.strip_prefix("/v0/tail")
+        && req.method == "GET"
+    {
+        return tail(api, query.strip_prefix('?').unwrap_or(query)).await;
+    }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/v0/tick") => match node.tick().await {
             Some(h) => ok(&TickResponse {
@@ -133,12 +145,20 @@ async fn route(api: &Api, req: &http::Request) -> Answer {
             }
         }
         ("GET", "/v0/ps") => match node.view().await {
-            Some(v) => ok(&view::ps(&v)),
+            Some(v) => {
+                let mut ps = view::ps(&v);
+                ps.events = node.events().await;
+                ok(&ps)
+            }
             None => stopping(),
         },
         ("POST", "/v0/emit") => match parse::<EmitRequest>(&req.body) {
             Ok(e) => emit(api, e).await,
             Err(a) => a,
+        },
+        ("GET", "/v0/events") => match node.events().await {
+            Some(r) => ok(&r),
+            None => stopping(),
         },
         ("GET", "/v0/status") => match node.status().await {
             Some(status) => ok(&StatusResponse {
@@ -179,30 +199,133 @@ fn note_frontier_here(api: &Api, v: &omega_gossip::node::View, d: &mut DescribeR
 }
 
 async fn emit(api: &Api, e: EmitRequest) -> Answer {
+    use omega_gossip::events::{EmitError, NewEvent};
+    use omega_gossip::node::BraneKey;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Ok(grant) = b64.decode(e.grant.trim()) else {
+        return fail(400, "`grant` is not base64");
+    };
+    if e.events.is_empty() {
+        return fail(400, "no events");
+    }
     let Some(view) = api.node.view().await else {
         return stopping();
     };
-    let key = match e.brane.split_once('/') {
-        Some((m, b)) => omega_gossip::node::BraneKey::new(m, b),
-        None => match view
-            .manifests
-            .iter()
-            .find(|m| m.plan.brane(&e.brane).is_some())
-        {
-            Some(m) => omega_gossip::node::BraneKey::new(&m.name, &e.brane),
-            None => return fail(404, format!("no brane {:?}", e.brane)),
-        },
+    let mut events = Vec::with_capacity(e.events.len());
+    for (i, ev) in e.events.into_iter().enumerate() {
+        let to = match ev.brane.split_once('/') {
+            Some((m, b)) => BraneKey::new(m, b),
+            None => {
+                let mut found = view
+                    .manifests
+                    .iter()
+                    .filter(|m| m.plan.brane(&ev.brane).is_some());
+                match (found.next(), found.next()) {
+                    (Some(m), None) => BraneKey::new(&m.name, &ev.brane),
+                    (Some(_), Some(_)) => {
+                        return fail(
+                            400,
+                            format!(
+                                "event {i}: several manifests have a brane {:?}; say MANIFEST/BRANE",
+                                ev.brane
+                            ),
+                        );
+                    }
+                    (None, _) => return fail(404, format!("event {i}: no brane {:?}", ev.brane)),
+                }
+            }
+        };
+        let payload = match &ev.payload_base64 {
+            Some(p) => match b64.decode(p.trim()) {
+                Ok(p) => p,
+                Err(_) => return fail(400, format!("event {i}: `payload_base64` is not base64")),
+            },
+            None => ev.payload.into_bytes(),
+        };
+        events.push(NewEvent {
+            to,
+            ty: ev.ty,
+            key: ev.key,
+            payload,
+        });
+    }
+    let manifest = events[0].to.manifest.clone();
+    match api.node.emit(grant, events).await {
+        Some(Ok(ids)) => ok(&EmitResponse {
+            manifest,
+            ids: ids.iter().map(ToString::to_string).collect(),
+        }),
+        Some(Err(e @ EmitError::Busy(_))) => fail(503, e.to_string()),
+        Some(Err(e @ EmitError::Unauthorized(_))) => fail(403, e.to_string()),
+        Some(Err(e)) => fail(400, e.to_string()),
+        None => stopping(),
+    }
+}
+
+/// `GET /v0/tail?after=N&brane=B&type=T`: waits up to a second for a line.
+async fn tail(api: &Api, query: &str) -> Answer {
+    let mut after = 0u64;
+    let (mut brane, mut ty) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("after", v)) => match v.parse() {
+                Ok(n) => after = n,
+                Err(_) => return fail(400, format!("`after` is a number, not {v:?}")),
+            },
+            Some(("brane", v)) => brane = Some(v.to_owned()),
+            Some(("type", v)) => ty = Some(v.to_owned()),
+            _ => return fail(400, format!("unknown tail parameter {pair:?}")),
+        }
+    }
+    let keep = |l: &TailLine| {
+        brane
+            .as_deref()
+            .is_none_or(|b| l.brane == b || format!("{}/{}", l.manifest, l.brane) == b)
+            && ty.as_deref().is_none_or(|t| l.ty == t)
     };
-    let event = omega_runtime::Event::external(
-        format!("api-{}", crate::unix_now().0),
-        &e.ty,
-        e.payload.into_bytes(),
-    );
-    let shared = api.shared.clone();
-    match tokio::task::spawn_blocking(move || runner::deliver(&shared, &key, event)).await {
-        Ok(Ok(deliveries)) => ok(&EmitResponse { deliveries }),
-        Ok(Err(e)) => fail(400, e),
-        Err(e) => fail(500, format!("the delivery task failed: {e}")),
+    let t = &api.shared.tail;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let wake = t.notify.notified();
+        let (lines, next, skipped) = t.after(after, 1000, keep);
+        if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
+            return ok(&TailResponse {
+                next,
+                skipped,
+                lines,
+            });
+        }
+        after = next;
+        let _ = tokio::time::timeout_at(deadline, wake).await;
+    }
+}
+
+/// `GET /v0/dlq[/ID]`, `POST /v0/dlq/ID/replay|drop`.
+async fn dlq(api: &Api, method: &str, rest: &str) -> Answer {
+    use omega_gossip::events::{DlqCommand, DlqError, EventId};
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    let id = |s: &str| s.parse::<EventId>().map_err(|e| fail(400, e.to_string()));
+    let command = match (method, parts.as_slice()) {
+        ("GET", []) => DlqCommand::List,
+        ("GET", [i]) => match id(i) {
+            Ok(i) => DlqCommand::Show(i),
+            Err(a) => return a,
+        },
+        ("POST", [i, "replay"]) => match id(i) {
+            Ok(i) => DlqCommand::Replay(i),
+            Err(a) => return a,
+        },
+        ("POST", [i, "drop"]) => match id(i) {
+            Ok(i) => DlqCommand::Drop(i),
+            Err(a) => return a,
+        },
+        _ => return fail(404, format!("no route {method} /v0/dlq{rest}")),
+    };
+    match api.node.dlq(command).await {
+        Some(Ok(letters)) => ok(&DlqResponse { letters }),
+        Some(Err(e @ DlqError::NotFound(_))) => fail(404, e.to_string()),
+        Some(Err(e)) => fail(500, e.to_string()),
+        None => stopping(),
     }
 }
 
@@ -341,6 +464,22 @@ impl Client {
     /// `POST /v0/emit`.
     pub fn emit(&self, request: &EmitRequest) -> Result<EmitResponse, ClientError> {
         self.post("/v0/emit", request)
+    }
+
+    /// `GET /v0/events`.
+    pub fn events(&self) -> Result<omega_gossip::events::EventReport, ClientError> {
+        self.get("/v0/events")
+    }
+
+    /// `GET /v0/tail?…`.
+    pub fn tail(&self, query: &str) -> Result<TailResponse, ClientError> {
+        self.get(&format!("/v0/tail?{query}"))
+    }
+
+    /// `GET|POST /v0/dlq…`.
+    pub fn dlq(&self, method: &str, rest: &str) -> Result<DlqResponse, ClientError> {
+        let path = format!("/v0/dlq{rest}");
+        Self::decode(&path, &self.raw(method, &path, b"")?)
     }
 }
 

@@ -156,6 +156,10 @@ pub struct PsResponse {
     pub rejected: Vec<RefusalReport>,
     /// The encoded document size, bytes.
     pub document_bytes: usize,
+    /// Event delivery as the answering node sees it: its outbox, dead
+    /// letters, and every edge it sends along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<omega_gossip::events::EventReport>,
 }
 
 /// A node that may not run a brane, and every reason.
@@ -216,45 +220,119 @@ pub enum DescribeResponse {
     One(Box<Describe>),
 }
 
-/// `POST /v0/emit`: run an event on a brane here and along local edges.
+/// One event in an [`EmitRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EmitRequest {
-    /// `BRANE` or `MANIFEST/BRANE`.
+pub struct EmitEvent {
+    /// The target: `BRANE` or `MANIFEST/BRANE`.
     pub brane: String,
     /// The event type.
     #[serde(rename = "type")]
     pub ty: String,
-    /// The payload (UTF-8).
+    /// The routing key (empty: none).
+    #[serde(default)]
+    pub key: String,
+    /// The payload as UTF-8 text…
     #[serde(default)]
     pub payload: String,
+    /// …or as base64 (wins when given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
 }
 
-/// One delivery (or non-delivery) of an emitted event.
+/// `POST /v0/emit`: events from outside, into one manifest's graph.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeliveryLine {
-    /// The target brane.
+pub struct EmitRequest {
+    /// A base64 emit grant (an invocation of `/event/emit` for the
+    /// manifest, signed by the caller, with its chain from the mesh root).
+    pub grant: String,
+    /// The events (all for one manifest), in order.
+    pub events: Vec<EmitEvent>,
+}
+
+/// `POST /v0/emit`'s answer: each event's id, once durable on this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmitResponse {
+    /// The manifest.
+    pub manifest: String,
+    /// The ids, in the request's order.
+    pub ids: Vec<String>,
+}
+
+/// One event a brane on this node processed (`omega tail`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TailLine {
+    /// Its position in this node's tail (grows by one per line).
+    pub seq: u64,
+    /// When it was processed, unix ms.
+    pub at_ms: u64,
+    /// The manifest.
+    pub manifest: String,
+    /// The brane that ran it.
     pub brane: String,
     /// The event id.
-    pub event: String,
-    /// The event type.
+    pub id: String,
+    /// The type.
     #[serde(rename = "type")]
     pub ty: String,
-    /// Whether the brane ran it.
-    pub delivered: bool,
+    /// The key.
+    pub key: String,
+    /// Who emitted it (`manifest/brane@node`).
+    pub source: String,
+    /// Delivery attempt.
+    pub attempt: u32,
+    /// Payload size.
+    pub bytes: usize,
     /// The types it emitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emitted: Vec<String>,
-    /// Why running it failed.
+    /// Why processing failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Why it was not delivered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub why: Option<String>,
 }
 
-/// `POST /v0/emit`'s answer.
+impl TailLine {
+    /// The line for `event` (processed as `p`) and its result.
+    pub fn new(
+        p: &omega_gossip::events::Process,
+        event: &omega_runtime::Event,
+        result: &Result<Vec<omega_gossip::events::Emit>, omega_gossip::events::ProcessError>,
+    ) -> Self {
+        let (emitted, error) = match result {
+            Ok(e) => (e.iter().map(|e| e.ty.clone()).collect(), None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        Self {
+            seq: 0,
+            at_ms: crate::unix_now().0,
+            manifest: p.to.manifest.clone(),
+            brane: p.to.brane.clone(),
+            id: event.id.clone(),
+            ty: event.ty.clone(),
+            key: event.key.clone(),
+            source: event.source.clone(),
+            attempt: event.attempt,
+            bytes: event.payload.len(),
+            emitted,
+            error,
+        }
+    }
+}
+
+/// `GET /v0/tail?after=SEQ[&brane=B][&type=T]`: lines after `after`,
+/// waiting up to a second for one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EmitResponse {
-    /// Every delivery, in order, then what was not delivered.
-    pub deliveries: Vec<DeliveryLine>,
+pub struct TailResponse {
+    /// Ask again with `after` = this.
+    pub next: u64,
+    /// Lines skipped because the reader fell behind the node's buffer.
+    pub skipped: u64,
+    /// The lines, oldest first.
+    pub lines: Vec<TailLine>,
+}
+
+/// `GET /v0/dlq` and `GET /v0/dlq/ID`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DlqResponse {
+    /// The dead letters on this node.
+    pub letters: Vec<omega_gossip::events::DeadLetter>,
 }

@@ -234,6 +234,9 @@ pub(super) fn ps(dir: &NodeDir, out: &Output) -> Result<ExitCode, CliError> {
     for r in &v.rejected {
         let _ = writeln!(text, "rejected from {}: {}", r.peer, r.reason);
     }
+    if let Some(ev) = v.events.as_ref().filter(|e| !e.edges.is_empty()) {
+        text.push_str(&super::events::edges_table(ev));
+    }
     out.print(text.trim_end(), to_json(&v));
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@
 mod bench;
 mod dev;
 mod dispatch;
+mod events;
 mod guest;
 mod http_serve;
 mod id;
@@ -90,6 +91,13 @@ pub enum Command {
     Ps(peers::NodeDir),
     /// One brane: placement, why each other node was skipped, actual state, recent events.
     Describe(dispatch::DescribeArgs),
+    /// Emit an event into a manifest's graph (durable once answered).
+    Emit(events::EmitArgs),
+    /// Follow the events processed on a node, as they pass.
+    Tail(events::TailArgs),
+    /// The dead-letter queue of a node: list, show, replay, drop.
+    #[command(subcommand)]
+    Dlq(events::DlqCommand),
     /// Benchmarks that print tables (`coldstart`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -142,7 +150,21 @@ pub fn run(cli: &Cli, out: &Output) -> Result<ExitCode, CliError> {
         Command::Delete(args) => dispatch::delete(args, &key_path, out),
         Command::Ps(dir) => dispatch::ps(dir, out),
         Command::Describe(args) => dispatch::describe(args, out),
+        Command::Emit(args) => events::emit(args, &key_path, out),
+        Command::Tail(args) => events::tail(args, out),
+        Command::Dlq(cmd) => events::dlq(cmd, out),
         Command::Bench(cmd) => bench::run(cmd, out),
         Command::Guest(cmd) => guest::run(cmd, &key_path, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every verb's flags are consistent (no flag defined twice, e.g. a
+    /// verb's own `--key` beside the global identity `--key`).
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

@@ -22,14 +22,21 @@ impl Output {
     }
 
     /// Print a result: `human` as text, or `machine` as pretty JSON.
+    /// A reader that went away (`omega tail … | head`) ends the process
+    /// quietly instead of a panic on the broken pipe.
     pub fn print(&self, human: impl Display, machine: Value) {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&machine).unwrap_or_default()
-            );
+        use std::io::Write as _;
+        let text = if self.json {
+            serde_json::to_string_pretty(&machine).unwrap_or_default()
         } else {
-            println!("{human}");
+            human.to_string()
+        };
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: writing to stdout: {e}");
         }
     }
 

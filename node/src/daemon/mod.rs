@@ -117,6 +117,31 @@ pub struct RunArgs {
     #[arg(long, value_name = "BACKEND", default_value = "auto",
           value_parser = crate::frontier::CHOICES)]
     pub frontier_backend: String,
+    /// When event writes reach the disk: `always` (every write group is
+    /// fsynced before its events are acknowledged) or a sync interval in
+    /// ms, e.g. `100ms` (group commit without a sync; a crash loses what
+    /// was acknowledged in the last interval).
+    #[arg(long, value_name = "always|MS", default_value = "always",
+          value_parser = parse_event_sync)]
+    pub event_sync: omega_p2p::host::EventSync,
+}
+
+/// `always`, or a sync interval (`100`, `100ms`, `1s`).
+fn parse_event_sync(s: &str) -> Result<omega_p2p::host::EventSync, String> {
+    use omega_p2p::host::EventSync;
+    if s == "always" {
+        return Ok(EventSync::Always);
+    }
+    let ms = match s.parse::<u64>() {
+        Ok(ms) => ms,
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}`: `always` or an interval such as `100ms` ({e})"))?
+            .as_millis() as u64,
+    };
+    if ms == 0 {
+        return Err("a sync interval must be at least 1 ms (or `always`)".into());
+    }
+    Ok(EventSync::Interval(ms))
 }
 
 /// Why the daemon could not run.
@@ -369,6 +394,9 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
     let stored = db
         .load()
         .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
+    let stored_events = db
+        .load_events()
+        .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
     let images = data_dir.join("images");
     let _ = std::fs::create_dir_all(images.join("blobs"));
     let mut node = omega_gossip::node::Config::default();
@@ -400,6 +428,8 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         registry: metrics_addr.map(|_| Registry::default()),
         stored,
         store: Some(Box::new(db)),
+        stored_events,
+        event_sync: args.event_sync,
         blobs: Some(std::sync::Arc::new(store::FileBlobs {
             dir: images.join("blobs"),
         })),

@@ -13,10 +13,10 @@
 //! this node's guest store. Every start is reported back, success or error
 //! (a panic in the start task included), so the brain can retry.
 //!
-//! Events between branes that run on this node flow along the manifest's
-//! edges through [`omega_runtime::cascade`], the one delivery loop; events
-//! to a brane placed elsewhere are reported as not delivered (cross-node
-//! delivery is a later step).
+//! Events: the brain decides which event runs on which local brane
+//! ([`BraneEffect::Process`]); this module runs it on the blocking pool and
+//! reports what it emitted. Routing, durability, retries and dead letters
+//! are the brain's (`omega_gossip::events`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,20 +36,17 @@ use omega_zgraph::Capability;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::api::{DeliveryLine, FrontierReport};
+use crate::api::{FrontierReport, TailLine};
 
 /// Smallest chunk a peer may send before the last one (guards the loop).
 const MIN_CHUNK: usize = 4096;
 /// Most members asked for one image.
 const MAX_SOURCES: usize = 16;
-/// Most deliveries one injected event may cause.
-pub const MAX_DELIVERIES: usize = 1000;
 
 /// A brane running here.
 struct Running {
     attempt: u64,
     member: Arc<Member>,
-    edges: Vec<omega_runtime::Edge>,
     /// An HTTP brane's server: dropping it stops the server.
     _http: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -108,6 +105,66 @@ pub struct Shared {
     pub local: Local,
     /// This node's frontier backend, or why there is none (`omega status`).
     pub frontier: FrontierReport,
+    /// The last events processed here, for `omega tail`.
+    pub tail: Tail,
+}
+
+/// Lines `omega tail` may fall behind before it skips.
+pub const TAIL_BUFFER: usize = 4096;
+
+/// The last [`TAIL_BUFFER`] events processed here, numbered.
+#[derive(Debug, Default)]
+pub struct Tail {
+    lines: Mutex<(u64, std::collections::VecDeque<TailLine>)>,
+    /// Woken on every new line.
+    pub notify: tokio::sync::Notify,
+}
+
+impl Tail {
+    /// Appends a line (numbering it).
+    pub fn push(&self, mut line: TailLine) {
+        if let Ok(mut l) = self.lines.lock() {
+            l.0 += 1;
+            line.seq = l.0;
+            if l.1.len() >= TAIL_BUFFER {
+                l.1.pop_front();
+            }
+            l.1.push_back(line);
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Lines after `after` that `keep` selects (at most `max`), the next
+    /// cursor, and how many lines were already gone.
+    pub fn after(
+        &self,
+        after: u64,
+        max: usize,
+        keep: impl Fn(&TailLine) -> bool,
+    ) -> (Vec<TailLine>, u64, u64) {
+        let Ok(l) = self.lines.lock() else {
+            return (Vec::new(), after, 0);
+        };
+        let first = l.1.front().map_or(l.0 + 1, |x| x.seq);
+        let skipped = first.saturating_sub(after + 1);
+        let mut next = after.max(first.saturating_sub(1));
+        let mut out = Vec::new();
+        for line in l.1.iter().filter(|x| x.seq > after) {
+            next = line.seq;
+            if keep(line) {
+                out.push(line.clone());
+                if out.len() >= max {
+                    break;
+                }
+            }
+        }
+        (out, next, skipped)
+    }
+
+    /// The newest line's number.
+    pub fn last(&self) -> u64 {
+        self.lines.lock().map_or(0, |l| l.0)
+    }
 }
 
 struct Ctx {
@@ -155,9 +212,57 @@ pub async fn run(
                     stop(r.member, key.brane);
                 }
             }
+            BraneEffect::Process(p) => process(&ctx, *p),
             _ => {}
         }
     }
+}
+
+/// Runs one event on a local brane (on the blocking pool) and reports what
+/// it emitted to the node brain, which commits it with the "processed"
+/// mark and carries the emits on along the manifest's edges.
+fn process(ctx: &Arc<Ctx>, p: omega_gossip::events::Process) {
+    use omega_gossip::events::{Emit, ProcessError};
+    let member = ctx
+        .shared
+        .local
+        .branes
+        .lock()
+        .ok()
+        .and_then(|l| l.get(&p.to).map(|r| r.member.clone()));
+    let Some(member) = member else {
+        ctx.node.processed(p.ticket, Err(ProcessError::NotRunning));
+        return;
+    };
+    let node = ctx.node.clone();
+    let shared = ctx.shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let event = Event {
+            id: p.event.id.to_string(),
+            ty: p.event.ty.clone(),
+            key: p.event.key.clone(),
+            payload: p.event.payload.clone(),
+            source: p.event.source.to_string(),
+            attempt: p.event.attempt,
+        };
+        let result = match member.handle(&event) {
+            Some(Ok(emitted)) => Ok(emitted
+                .into_iter()
+                .map(|e| Emit {
+                    ty: e.ty,
+                    key: e.key,
+                    payload: e.payload,
+                })
+                .collect::<Vec<_>>()),
+            Some(Err(e)) => Err(ProcessError::Failed(e.to_string())),
+            None => Err(ProcessError::Failed(
+                "an HTTP brane takes requests, not events".into(),
+            )),
+        };
+        let line = TailLine::new(&p, &event, &result);
+        node.processed(p.ticket, result);
+        shared.tail.push(line);
+    });
 }
 
 /// Starts one brane and installs it; `Ok` carries its URL if it serves HTTP.
@@ -174,7 +279,6 @@ async fn begin(ctx: &Arc<Ctx>, s: StartBrane) -> Result<Started, String> {
     let running = Running {
         attempt: s.attempt,
         member: Arc::new(member),
-        edges: s.edges.iter().map(omega_runtime::Edge::from).collect(),
         _http: http,
     };
     if let Some(old) = ctx.shared.local.install(s.key.clone(), running) {
@@ -396,80 +500,4 @@ async fn fetch(
         }
     }
     Err(format!("image {content}: {last}"))
-}
-
-/// Runs `event` on brane `key` here and delivers what it emits along the
-/// manifest's edges to branes running on this node ([`omega_runtime::cascade`],
-/// at most [`MAX_DELIVERIES`]). Returns one line per delivery or non-delivery.
-pub fn deliver(shared: &Shared, key: &BraneKey, event: Event) -> Result<Vec<DeliveryLine>, String> {
-    let branes: BTreeMap<String, (Arc<Member>, Vec<omega_runtime::Edge>)> = shared
-        .local
-        .branes
-        .lock()
-        .map_err(|_| "the brane table is poisoned")?
-        .iter()
-        .filter(|(k, _)| k.manifest == key.manifest)
-        .map(|(k, r)| (k.brane.clone(), (r.member.clone(), r.edges.clone())))
-        .collect();
-    let Some((_, edges)) = branes.get(&key.brane) else {
-        return Err(format!("{key} is not running on this node"));
-    };
-    let edges = edges.clone();
-    let lookup = |name: &str| branes.get(name).map(|(m, _)| m.clone());
-    let report = omega_runtime::cascade(
-        &edges,
-        &lookup,
-        &key.brane,
-        event,
-        MAX_DELIVERIES,
-        &mut |_| {},
-    );
-    let mut out: Vec<DeliveryLine> = report
-        .deliveries
-        .into_iter()
-        .map(|d| {
-            let (emitted, error) = match d.result {
-                Ok(e) => (e.into_iter().map(|e| e.ty).collect(), None),
-                Err(e) => (Vec::new(), Some(e.to_string())),
-            };
-            DeliveryLine {
-                brane: d.brane,
-                event: d.event.id,
-                ty: d.event.ty,
-                delivered: true,
-                emitted,
-                error,
-                why: None,
-            }
-        })
-        .collect();
-    out.extend(
-        report
-            .undelivered
-            .into_iter()
-            .map(|(to, e, why)| DeliveryLine {
-                brane: to,
-                event: e.id,
-                ty: e.ty,
-                delivered: false,
-                emitted: Vec::new(),
-                error: None,
-                why: Some(why.to_string()),
-            }),
-    );
-    if report.dropped > 0 {
-        out.push(DeliveryLine {
-            brane: key.brane.clone(),
-            event: String::new(),
-            ty: String::new(),
-            delivered: false,
-            emitted: Vec::new(),
-            error: None,
-            why: Some(format!(
-                "delivery limit of {MAX_DELIVERIES} reached: {} event(s) dropped",
-                report.dropped
-            )),
-        });
-    }
-    Ok(out)
 }

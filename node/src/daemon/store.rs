@@ -6,6 +6,13 @@
 //! | `desired` | `0` | the last snapshot (the whole document as one update) |
 //! | `desired` | `1..` | accepted updates since, in order |
 //! | `meta` | `restarts` | how often the node started (for the yrs client id) |
+//! | `outbox` | seq | an event on its way (`omega_gossip::events::Stored`, DAG-CBOR), dead letters included |
+//! | `processed` | order | the 16-byte id of an event processed here (the deduplication window) |
+//!
+//! Event writes arrive in groups: each group is one transaction, fsynced
+//! before any event in it is acknowledged ([`EventSync::Always`]), or
+//! committed without a sync and sealed periodically
+//! ([`EventSync::Interval`], see its caveat).
 //!
 //! Every append is its own committed (fsynced) transaction, done before the
 //! update is announced or the writer is answered; compaction replaces the
@@ -14,12 +21,17 @@
 
 use std::path::{Path, PathBuf};
 
+use omega_gossip::events::{EventId, EventOps, StoredEvents};
 use omega_identity::ContentId;
+#[cfg(doc)]
+use omega_p2p::host::EventSync;
 use omega_p2p::host::{BlobSource, DesiredStore};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 const DESIRED: TableDefinition<u64, &[u8]> = TableDefinition::new("desired");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const PROCESSED: TableDefinition<u64, &[u8]> = TableDefinition::new("processed");
 
 /// The file name in the data directory.
 pub const FILE: &str = "state.redb";
@@ -51,8 +63,32 @@ impl StateDb {
             last.map_or(1, |k| k + 1)
         };
         txn.open_table(META).map_err(err)?;
+        txn.open_table(OUTBOX).map_err(err)?;
+        txn.open_table(PROCESSED).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(Self { db, next })
+    }
+
+    /// The event store: every outbox row and the processed window.
+    pub fn load_events(&self) -> Result<StoredEvents, String> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let mut out = StoredEvents::default();
+        for entry in txn.open_table(OUTBOX).map_err(err)?.iter().map_err(err)? {
+            let (k, v) = entry.map_err(err)?;
+            out.outbox.push((k.value(), v.value().to_vec()));
+        }
+        for entry in txn
+            .open_table(PROCESSED)
+            .map_err(err)?
+            .iter()
+            .map_err(err)?
+        {
+            let (k, v) = entry.map_err(err)?;
+            if let Ok(id) = <[u8; 16]>::try_from(v.value()) {
+                out.processed.push((k.value(), EventId(id)));
+            }
+        }
+        Ok(out)
     }
 
     /// The snapshot and the log, in order.
@@ -91,6 +127,38 @@ impl DesiredStore for StateDb {
         txn.commit().map_err(err)?;
         self.next += 1;
         Ok(())
+    }
+
+    fn events(&mut self, ops: &[EventOps], durable: bool) -> Result<(), String> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        if !durable {
+            txn.set_durability(Durability::None).map_err(err)?;
+        }
+        {
+            let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
+            let mut processed = txn.open_table(PROCESSED).map_err(err)?;
+            for o in ops {
+                for (seq, bytes) in &o.put {
+                    outbox.insert(*seq, bytes.as_slice()).map_err(err)?;
+                }
+                for seq in &o.delete {
+                    outbox.remove(*seq).map_err(err)?;
+                }
+                for (order, id) in &o.processed {
+                    processed.insert(*order, id.0.as_slice()).map_err(err)?;
+                }
+                for order in &o.forget {
+                    processed.remove(*order).map_err(err)?;
+                }
+            }
+        }
+        txn.commit().map_err(err)
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        // An empty commit with the default (immediate) durability makes the
+        // unsynced ones before it durable.
+        self.db.begin_write().map_err(err)?.commit().map_err(err)
     }
 
     fn compact(&mut self, document: &[u8]) -> Result<(), String> {

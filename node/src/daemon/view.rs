@@ -153,6 +153,7 @@ pub fn ps(view: &View) -> PsResponse {
         manifests,
         rejected: view.refusals.clone(),
         document_bytes: view.document_bytes,
+        events: None,
     }
 }
 

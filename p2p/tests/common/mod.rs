@@ -83,6 +83,8 @@ pub async fn start(s: Setup) -> (NodeHandle, Multiaddr) {
         registry: None,
         stored: Vec::new(),
         store: s.store,
+        stored_events: Default::default(),
+        event_sync: Default::default(),
         blobs: s.blobs,
     };
     let (node, _effects, _task) = omega_p2p::spawn(cfg).unwrap();

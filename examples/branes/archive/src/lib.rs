@@ -1,6 +1,9 @@
 //! `archive`: writes each payload to `<dir>/<event id>.bin`. `dir` comes
 //! from config (default `/archive`), a directory the manifest must grant
 //! read-write; without the grant the write is denied and the event fails.
+//! With config `index = "NAME"` it also appends one line per event it runs,
+//! `<id> <key> <bytes>`, to `<dir>/NAME` (so repeats show as repeated lines).
+//! A payload that starts with `poison` fails the event.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "omega:brane/brane" });
 
@@ -24,6 +27,25 @@ impl Guest for Archive {
                 }
             })
             .collect();
+        if event.payload.starts_with(b"poison") {
+            return Err(Error {
+                code: "poison".into(),
+                message: "refusing a poisoned payload".into(),
+            });
+        }
+        if let Some(index) = config("index") {
+            use std::io::Write as _;
+            let line = format!("{} {} {}\n", event.id, event.key, event.payload.len());
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(format!("{dir}/{index}"))
+                .and_then(|mut f| f.write_all(line.as_bytes()))
+                .map_err(|e| Error {
+                    code: "io".into(),
+                    message: format!("append {dir}/{index}: {e}"),
+                })?;
+        }
         let path = format!("{dir}/{name}.bin");
         std::fs::write(&path, &event.payload).map_err(|e| Error {
             code: "io".into(),
