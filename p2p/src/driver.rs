@@ -283,6 +283,7 @@ struct Driver {
     metrics: Option<Metrics>,
     registry: Option<Registry>,
     stopping: bool,
+    acks: tokio::sync::broadcast::Sender<omega_gossip::events::EventId>,
 }
 
 impl Driver {
@@ -350,6 +351,7 @@ impl Driver {
             metrics,
             registry,
             stopping: false,
+            acks: tokio::sync::broadcast::channel(1 << 16).0,
         };
         driver.drain();
         Ok(driver)
@@ -464,6 +466,9 @@ impl Driver {
             }),
             Request::Events(tx) => {
                 let _ = tx.send(self.node.events());
+            }
+            Request::Acks(tx) => {
+                let _ = tx.send(self.acks.subscribe());
             }
             Request::Shutdown(_) => {}
         }
@@ -704,6 +709,9 @@ impl Driver {
                 manifests,
                 bytes,
             } => info!(updates, manifests, bytes, "desired state loaded from disk"),
+            Report::Delivered(id) if self.acks.receiver_count() > 0 => {
+                let _ = self.acks.send(id);
+            }
             Report::Disconnecting { peer, reason } => {
                 debug!(did = %peer, "disconnecting: {reason}")
             }

@@ -63,6 +63,7 @@ pub(crate) enum Request {
     Command(NodeCommand, oneshot::Sender<Reply>),
     Started(BraneKey, u64, Result<Started, String>),
     Events(oneshot::Sender<EventReport>),
+    Acks(oneshot::Sender<tokio::sync::broadcast::Receiver<EventId>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -174,6 +175,12 @@ impl NodeHandle {
             Reply::Dlq(r) => Some(r),
             _ => None,
         }
+    }
+
+    /// Every event from this node's outbox acknowledged as processed from
+    /// now on (lossy for a reader more than 65 536 behind).
+    pub async fn acks(&self) -> Option<tokio::sync::broadcast::Receiver<EventId>> {
+        self.ask(Request::Acks).await
     }
 
     /// Delivery figures (outbox, dead letters, per-edge counts).

@@ -648,13 +648,13 @@ impl DesiredState {
     }
 
     /// Checks an emit grant ([`DesiredRecord::emit_grant`]) at `now_ms`
-    /// against the mesh root and every revocation: the signer and the
-    /// manifest it may emit into.
+    /// against the mesh root and every revocation: the signer, the
+    /// manifest it may emit into, and when the grant expires (unix s).
     pub fn authorize_emit(
         &self,
         bytes: &[u8],
         now_ms: u64,
-    ) -> Result<(omega_identity::Did, String), RecordError> {
+    ) -> Result<(omega_identity::Did, String, Option<u64>), RecordError> {
         record::verify_emit(
             bytes,
             &self.root,

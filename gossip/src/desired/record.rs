@@ -366,7 +366,9 @@ impl Verified {
 }
 
 /// Decodes and verifies `bytes` as an emit grant of mesh `root` at
-/// `now_secs`: returns the signer and the manifest it names.
+/// `now_secs`: returns the signer, the manifest it names, and when the
+/// grant expires (unix seconds; the earliest `exp` of the invocation and
+/// its proofs, `None` if none expires).
 pub(crate) fn verify_emit(
     bytes: &[u8],
     root: &Did,
@@ -374,7 +376,7 @@ pub(crate) fn verify_emit(
     now_secs: u64,
     revoked: &RevocationSet,
     revoked_nodes: &std::collections::BTreeSet<Did>,
-) -> Result<(Did, String), RecordError> {
+) -> Result<(Did, String, Option<u64>), RecordError> {
     let rec = DesiredRecord::decode(bytes, 64 << 10)?;
     let p = rec.invocation.payload();
     if p.sub != *root {
@@ -404,7 +406,11 @@ pub(crate) fn verify_emit(
             &mut fresh,
         )
         .map_err(|e| RecordError::Unauthorized(Box::new(e)))?;
-    Ok((p.iss, manifest))
+    let exp = std::iter::once(p.exp)
+        .chain(rec.proofs.iter().map(|d| d.payload().exp))
+        .flatten()
+        .min();
+    Ok((p.iss, manifest, exp))
 }
 
 /// Decodes and verifies `bytes` as a record of mesh `root`.

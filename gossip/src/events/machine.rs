@@ -68,6 +68,9 @@ pub enum Act {
         /// The ids, durable; or why not.
         result: Result<Vec<EventId>, EmitError>,
     },
+    /// Event `.0` was acknowledged as processed by its target (it left
+    /// the outbox). For metrics and benchmarks.
+    Acked(EventId),
     /// Answer a dead-letter command.
     Dlq {
         /// The command.
@@ -765,6 +768,7 @@ impl Delivery {
                 if let Some(q) = self.edges.get_mut(&edge) {
                     q.delivered += 1;
                 }
+                self.acts.push_back(Act::Acked(e.stored.event.id));
                 self.outbox.remove(&seq);
                 delete.push(seq);
                 self.release(&edge, &key, ordered);

@@ -116,6 +116,7 @@ impl Side {
                 }
                 Act::Emitted { result, .. } => self.emitted.push(result),
                 Act::Dlq { result, .. } => self.dlq.push(result),
+                Act::Acked(_) => {}
             }
         }
     }

@@ -15,6 +15,18 @@ use super::state::After;
 use super::status::BraneState;
 use super::{Node, Report};
 
+/// Most verified emit grants remembered.
+pub(super) const GRANT_CACHE: usize = 64;
+
+/// A verified emit grant: its manifest, expiry (unix s) and the revocation
+/// generation it was checked at.
+#[derive(Debug, Clone)]
+pub(super) struct CachedGrant {
+    manifest: String,
+    exp: Option<u64>,
+    generation: (usize, usize),
+}
+
 impl Node {
     /// Loads the event store (outbox and processed window) — once, right
     /// after [`Node::new`]. Rows that do not decode are reported and skipped.
@@ -109,6 +121,7 @@ impl Node {
                     id: cmd,
                     reply: Reply::Dlq(result),
                 }),
+                Act::Acked(id) => self.report_out(Report::Delivered(id)),
             }
         }
     }
@@ -146,6 +159,38 @@ impl Node {
         }
     }
 
+    /// The manifest an emit grant allows. A grant verified once is
+    /// remembered (at most [`GRANT_CACHE`], by its BLAKE3 hash) until it
+    /// expires or anything is revoked, so a stream of emits under one grant
+    /// costs one signature check.
+    fn authorize_emit(&mut self, grant: &[u8]) -> Result<String, String> {
+        let hash = *blake3::hash(grant).as_bytes();
+        let now_s = self.now.unix.0 / 1000;
+        let generation = (self.revoked_applied.len(), self.revoked_tokens_seen);
+        if let Some(g) = self.grants.get(&hash)
+            && g.generation == generation
+            && g.exp.is_none_or(|e| now_s < e)
+        {
+            return Ok(g.manifest.clone());
+        }
+        let (_, manifest, exp) = self
+            .desired
+            .authorize_emit(grant, self.now.unix.0)
+            .map_err(|e| e.to_string())?;
+        if self.grants.len() >= GRANT_CACHE {
+            self.grants.pop_first();
+        }
+        self.grants.insert(
+            hash,
+            CachedGrant {
+                manifest: manifest.clone(),
+                exp,
+                generation,
+            },
+        );
+        Ok(manifest)
+    }
+
     /// The answer to event batch `batch` from `from`.
     pub(super) fn on_event_response(&mut self, from: NodeId, batch: u64, bytes: &[u8]) {
         if let Err(e) = self.delivery.on_acks(batch, bytes) {
@@ -161,24 +206,22 @@ impl Node {
     /// An emit or dead-letter command.
     pub(super) fn on_event_command(&mut self, id: CommandId, command: super::Command) {
         match command {
-            super::Command::Emit { grant, events } => {
-                match self.desired.authorize_emit(&grant, self.now.unix.0) {
-                    Ok((_, manifest)) => match events.iter().find(|e| e.to.manifest != manifest) {
-                        Some(e) => self.emit(Output::Reply {
-                            id,
-                            reply: Reply::Emitted(Err(EmitError::Unauthorized(format!(
-                                "the grant is for manifest `{manifest}`, not `{}`",
-                                e.to.manifest
-                            )))),
-                        }),
-                        None => self.delivery.emit(id, events),
-                    },
-                    Err(e) => self.emit(Output::Reply {
+            super::Command::Emit { grant, events } => match self.authorize_emit(&grant) {
+                Ok(manifest) => match events.iter().find(|e| e.to.manifest != manifest) {
+                    Some(e) => self.emit(Output::Reply {
                         id,
-                        reply: Reply::Emitted(Err(EmitError::Unauthorized(e.to_string()))),
+                        reply: Reply::Emitted(Err(EmitError::Unauthorized(format!(
+                            "the grant is for manifest `{manifest}`, not `{}`",
+                            e.to.manifest
+                        )))),
                     }),
-                }
-            }
+                    None => self.delivery.emit(id, events),
+                },
+                Err(e) => self.emit(Output::Reply {
+                    id,
+                    reply: Reply::Emitted(Err(EmitError::Unauthorized(e))),
+                }),
+            },
             super::Command::Dlq(c) => self.delivery.dlq(id, c),
             _ => {}
         }

@@ -374,6 +374,8 @@ pub enum Report {
         /// The encoded document size.
         bytes: usize,
     },
+    /// An event from this node's outbox was acknowledged as processed.
+    Delivered(crate::events::EventId),
     /// A peer is being disconnected.
     Disconnecting {
         /// The peer.

@@ -332,6 +332,11 @@ pub struct Node {
     delivery: Delivery,
     topology_dirty: bool,
     topology_generation: u64,
+    /// Verified emit grants by hash.
+    grants: BTreeMap<[u8; 32], events::CachedGrant>,
+    /// Whether the reconciler may have changed since this node's status
+    /// was last compared (a start report, a timer, a placement change).
+    reconciler_touched: bool,
     now: Now,
 }
 
@@ -421,6 +426,8 @@ impl Node {
             delivery,
             topology_dirty: true,
             topology_generation: 0,
+            grants: BTreeMap::new(),
+            reconciler_touched: true,
             now,
         };
         node.load(stored);
@@ -436,6 +443,9 @@ impl Node {
             unix: now.unix,
         };
         self.delivery.tick(self.now);
+        if matches!(input, Input::BraneStarted { .. } | Input::Timeout) {
+            self.reconciler_touched = true;
+        }
         match input {
             Input::Listening { addr } => self.on_listening(addr),
             Input::ConnectionUp { peer, conn, remote } => self.on_connection_up(peer, conn, remote),
@@ -648,12 +658,15 @@ impl Node {
         self.drain_membership();
         if self.placement_dirty {
             self.placement_dirty = false;
+            self.reconciler_touched = true;
             self.reconcile();
         }
         for (key, text) in self.reconciler.take_fresh() {
             self.report_out(Report::Brane { key, text });
         }
-        self.publish_status_if_changed();
+        if std::mem::take(&mut self.reconciler_touched) {
+            self.publish_status_if_changed();
+        }
         self.refresh_topology();
         self.drain_delivery();
     }

@@ -19,6 +19,8 @@ use super::run::{read_wasm, rt_err};
 pub enum BenchCommand {
     /// Instantiate + first `on-event`, P50/P99.
     Coldstart(ColdstartArgs),
+    /// Durable, acknowledged events between daemons, beside NATS JetStream.
+    Events(super::bench_events::EventsArgs),
 }
 
 /// Arguments of `omega bench coldstart`.
@@ -47,7 +49,10 @@ fn us(d: Duration) -> f64 {
 
 /// Run `omega bench`.
 pub(super) fn run(cmd: &BenchCommand, out: &Output) -> Result<ExitCode, CliError> {
-    let BenchCommand::Coldstart(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Coldstart(args) => args,
+        BenchCommand::Events(args) => return super::bench_events::run(args, out),
+    };
     let bytes = read_wasm(&args.image)?;
     let event = Event::external(
         "bench",

@@ -275,16 +275,6 @@ fn substitute(s: &str, n: u64) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn repeat_placeholders_are_substituted() {
-        assert_eq!(super::substitute("s{n%4}-{n}", 10), "s2-10");
-        assert_eq!(super::substitute("{n%0} {n", 3), "{n%0} {n");
-        assert_eq!(super::substitute("plain", 3), "plain");
-    }
-}
-
 fn short(to: &str) -> &str {
     to.split_once('/').map_or(to, |(_, b)| b)
 }
@@ -415,4 +405,14 @@ pub(super) fn edges_table(ev: &EventReport) -> String {
         );
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repeat_placeholders_are_substituted() {
+        assert_eq!(super::substitute("s{n%4}-{n}", 10), "s2-10");
+        assert_eq!(super::substitute("{n%0} {n", 3), "{n%0} {n");
+        assert_eq!(super::substitute("plain", 3), "plain");
+    }
 }

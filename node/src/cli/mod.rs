@@ -13,6 +13,7 @@
 //! token field, path), and how to fix it.
 
 mod bench;
+mod bench_events;
 mod dev;
 mod dispatch;
 mod events;
@@ -20,6 +21,7 @@ mod guest;
 mod http_serve;
 mod id;
 mod image;
+mod jetstream;
 mod manifest;
 mod mesh;
 mod node;

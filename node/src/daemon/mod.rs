@@ -366,6 +366,15 @@ fn resources(memory_mib: Option<u64>) -> Resources {
 /// Runs the daemon until SIGTERM or SIGINT (or until one of its tasks
 /// stops: then with an error).
 pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
+    run_with(args, |_| {})
+}
+
+/// [`run`], handing the running node's handle to `ready` first (for
+/// benchmarks that drive daemons in one process).
+pub fn run_with(
+    args: &RunArgs,
+    ready: impl FnOnce(omega_p2p::NodeHandle),
+) -> Result<(), DaemonError> {
     let Some(data_dir) = args.data_dir.clone() else {
         return Err(DaemonError::Usage("missing --data-dir DIR".into()));
     };
@@ -440,6 +449,7 @@ pub fn run(args: &RunArgs) -> Result<(), DaemonError> {
         .map_err(|e| file_err(&data_dir, e))?;
     rt.block_on(async move {
         let (node, effects, mut driver) = omega_p2p::spawn(cfg)?;
+        ready(node.clone());
         let listener = crate::api::bind(&data_dir)
             .map_err(|e| file_err(&crate::api::socket_path(&data_dir), e))?;
         let shared = std::sync::Arc::new(runner::Shared {
