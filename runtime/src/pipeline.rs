@@ -1,7 +1,9 @@
-//! A whole graph of branes in one process: events flow along the edges in
-//! memory, breadth first, until none are left. [`cascade`] is that one
-//! delivery loop; `omega dev` runs it over a [`Pipeline`], the daemon over
-//! the branes placed on its node.
+//! A whole graph of branes in one process. A [`Pipeline`] holds the running
+//! branes; [`Pipeline::member`] finds one for a delivery. The mesh's
+//! delivery — durable, retried, routed across nodes — is
+//! `omega_gossip::events`, which `omega dev` and the daemon both drive;
+//! [`cascade`] (breadth first, in memory, no retries) is this crate's own
+//! test and embedding helper.
 //!
 //! Type rules: a brane may only emit the types of its outgoing edges (the
 //! host refuses others, see [`crate::BraneSpec::emits`]), and an event only
@@ -232,6 +234,11 @@ impl Pipeline {
     /// Names of the branes running here.
     pub fn branes(&self) -> impl Iterator<Item = &str> {
         self.branes.keys().map(String::as_str)
+    }
+
+    /// The running brane `name`, if it runs here.
+    pub fn member(&self, name: &str) -> Option<Arc<Member>> {
+        self.branes.get(name).cloned()
     }
 
     /// Deliver `event` to `target`, then every event that follows from it.

@@ -173,6 +173,56 @@ enum AfterTxn {
     Nothing,
 }
 
+/// The compiled `[event.TYPE] schema`s, by (manifest, type).
+#[derive(Default)]
+struct Schemas(BTreeMap<(String, String), jsonschema::Validator>);
+
+impl std::fmt::Debug for Schemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl Schemas {
+    /// Compiles every schema of `t` (one that does not compile checks
+    /// nothing: the manifest validator already refused malformed ones).
+    fn of(t: &Topology) -> Self {
+        let mut out = BTreeMap::new();
+        for (manifest, types) in &t.schemas {
+            for (ty, schema) in types {
+                if let Ok(v) = jsonschema::validator_for(schema) {
+                    out.insert((manifest.clone(), ty.clone()), v);
+                }
+            }
+        }
+        Self(out)
+    }
+
+    /// Checks `payload` of `ty` in `manifest` against its schema, if any.
+    fn check(&self, manifest: &str, ty: &str, payload: &[u8]) -> Result<(), EmitError> {
+        let Some(v) = self.0.get(&(manifest.to_owned(), ty.to_owned())) else {
+            return Ok(());
+        };
+        let schema = |path: String, why: String| EmitError::Schema {
+            ty: ty.to_owned(),
+            path,
+            why,
+        };
+        let value: serde_json::Value = serde_json::from_slice(payload)
+            .map_err(|e| schema(String::new(), format!("the payload is not JSON: {e}")))?;
+        match v.validate(&value) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let path = e.instance_path().to_string();
+                Err(schema(
+                    if path.is_empty() { "/".into() } else { path },
+                    e.to_string(),
+                ))
+            }
+        }
+    }
+}
+
 /// One node's event delivery machine.
 #[derive(Debug)]
 pub struct Delivery {
@@ -180,6 +230,7 @@ pub struct Delivery {
     me: NodeId,
     rng: ChaCha8Rng,
     topology: Topology,
+    schemas: Schemas,
     outbox: BTreeMap<u64, Entry>,
     next_seq: u64,
     edges: BTreeMap<EdgeKey, EdgeQ>,
@@ -219,6 +270,7 @@ impl Delivery {
             me,
             rng: ChaCha8Rng::from_seed(seed),
             topology: Topology::default(),
+            schemas: Schemas::default(),
             outbox: BTreeMap::new(),
             next_seq: 1,
             edges: BTreeMap::new(),
@@ -286,6 +338,9 @@ impl Delivery {
     /// New routing facts (after a status, membership or manifest change).
     pub fn set_topology(&mut self, topology: Topology) {
         if topology != self.topology {
+            if topology.schemas != self.topology.schemas {
+                self.schemas = Schemas::of(&topology);
+            }
             self.topology = topology;
             self.pump();
         }
@@ -442,6 +497,7 @@ impl Delivery {
                     expected: "a non-empty type".into(),
                 });
             }
+            self.schemas.check(&key.manifest, &e.ty, &e.payload)?;
         }
         Ok(())
     }
@@ -1054,8 +1110,22 @@ impl Delivery {
         self.pump();
     }
 
-    /// Commits "processed" and the emits in one write.
+    /// Commits "processed" and the emits in one write. An emit whose
+    /// payload does not match its type's schema fails the processing (with
+    /// the path of the first violation): nothing of it is committed.
     fn commit(&mut self, work: Work, emits: Vec<Emit>) {
+        if let Some(e) = emits.iter().find_map(|e| {
+            self.schemas
+                .check(&work.to.manifest, &e.ty, &e.payload)
+                .err()
+        }) {
+            self.failed += 1;
+            self.answer(
+                work.event.id,
+                Ack::Failed(format!("{} emitted {e}", work.to.brane)),
+            );
+            return;
+        }
         let parent = &work.event;
         let mut ops = EventOps {
             sync: true,

@@ -673,3 +673,50 @@ fn the_window_is_bounded_and_forgets_the_oldest() {
     assert_eq!(b.processed.len(), 3, "stored window bounded");
     assert_eq!(b.d.report().window, 3);
 }
+
+#[test]
+fn payloads_are_checked_against_their_types_schema_at_emit_and_at_commit() {
+    let (mut a, mut b, _) = pair(pipeline());
+    let mut t = a.d.topology().clone();
+    let schema = serde_json::json!({
+        "type": "object",
+        "required": ["sensor"],
+        "properties": { "sensor": { "type": "string" } }
+    });
+    let mut types = BTreeMap::new();
+    types.insert("a".to_owned(), schema.clone());
+    types.insert("b".to_owned(), schema);
+    t.schemas.insert("m".into(), types);
+    a.d.set_topology(t.clone());
+    b.d.set_topology(t);
+    a.emit("dst", "a", "", br#"{"sensor": 7}"#);
+    a.emit("dst", "a", "", b"not json");
+    let errors: Vec<String> = a
+        .emitted
+        .iter()
+        .map(|r| r.clone().expect_err("refused").to_string())
+        .collect();
+    assert!(
+        errors[0].starts_with("payload of `a` does not match its schema at `/sensor`"),
+        "{errors:?}"
+    );
+    assert!(errors[1].contains("is not JSON"), "{errors:?}");
+    assert_eq!(a.d.outbox_len(), 0);
+    // dst copies its payload into a `b`, whose schema requires `sensor`:
+    // once `a` has no schema, an `a` without it makes dst's emit invalid,
+    // which fails the processing.
+    let mut t = a.d.topology().clone();
+    t.schemas.get_mut("m").expect("m").remove("a");
+    a.d.set_topology(t.clone());
+    b.d.set_topology(t);
+    a.emit("dst", "a", "", br#"{"other": 1}"#);
+    exchange(&mut a, &mut b);
+    assert_eq!(b.ran("dst").len(), 1);
+    assert_eq!(
+        b.d.report().failed,
+        1,
+        "the invalid emit failed the processing"
+    );
+    assert!(b.outbox.is_empty(), "nothing of it committed");
+    assert_eq!(a.d.outbox_len(), 1, "kept for a retry");
+}

@@ -35,6 +35,177 @@ use super::run::{emitted_line, parse_dir, read_wasm, rt_err, split_pair, stderr_
 
 /// Most events delivered per injected event (a guard against emit cycles).
 const MAX_EVENTS_PER_INJECT: usize = 10_000;
+/// The manifest name events carry in `omega dev`.
+const DEV_MANIFEST: &str = "dev";
+
+/// Runs the injected events through the node brain's delivery machine
+/// (`omega_gossip::events::Delivery`, the daemon's own), every brane on
+/// this one node, the store in memory and the clock virtual (a retry's
+/// backoff passes at once). Prints one line per delivery; returns the
+/// lines, their JSON, and how many processings failed.
+fn deliver(
+    pipeline: &Pipeline,
+    plan: &omega_zgraph::Plan,
+    skipped: &[(String, String)],
+    injects: &[(String, String, String)],
+    out: &Output,
+) -> Result<(Vec<String>, Vec<serde_json::Value>, u64), CliError> {
+    use omega_gossip::events::{
+        Act, Delivery, DeliveryConfig, Emit, NewEvent, ProcessError, Topology,
+    };
+    use omega_gossip::node::{BraneKey, CommandId};
+    use omega_gossip::{Mono, NodeId, Now, Unix};
+    let me = NodeId::from(omega_identity::Keypair::from_seed([0x0d; 32]).public());
+    let mut topology = Topology::default();
+    topology
+        .edges
+        .insert(DEV_MANIFEST.into(), plan.edges().to_vec());
+    topology.schemas.insert(
+        DEV_MANIFEST.into(),
+        plan.events()
+            .iter()
+            .filter_map(|(ty, e)| e.schema.clone().map(|s| (ty.clone(), s)))
+            .collect(),
+    );
+    for (name, b) in plan.branes() {
+        let key = BraneKey::new(DEV_MANIFEST, name);
+        if b.http {
+            topology.http.insert(key);
+            continue;
+        }
+        topology.branes.insert(key.clone(), 1);
+        if pipeline.member(name).is_some() {
+            topology.replicas.insert(key, vec![me]);
+        }
+    }
+    let mut now = Now {
+        mono: Mono(0),
+        unix: Unix(crate::unix_now().0),
+    };
+    let start = now.unix.0;
+    let mut d = Delivery::new(DeliveryConfig::default(), me, [0x0d; 32], now);
+    d.set_topology(topology);
+    let say = |line: &str| {
+        if !out.is_json() {
+            println!("{line}");
+        }
+    };
+    for (i, (target, ty, payload)) in injects.iter().enumerate() {
+        d.emit(
+            CommandId(i as u64),
+            vec![NewEvent {
+                to: BraneKey::new(DEV_MANIFEST, target),
+                ty: ty.clone(),
+                key: String::new(),
+                payload: payload.as_bytes().to_vec(),
+            }],
+        );
+    }
+    let (mut lines, mut deliveries) = (Vec::new(), Vec::new());
+    let budget = MAX_EVENTS_PER_INJECT * injects.len().max(1);
+    let mut steps = 0usize;
+    loop {
+        let Some(act) = d.poll_act() else {
+            // Nothing to do now: let virtual time pass to the next retry.
+            match d.poll_timeout() {
+                Some(t) if steps < budget => {
+                    now = Now {
+                        mono: t,
+                        unix: Unix(start + t.0),
+                    };
+                    d.handle_timeout(now);
+                    continue;
+                }
+                _ => break,
+            }
+        };
+        match act {
+            Act::Persist { txn, .. } => d.on_persisted(txn, Ok(())),
+            Act::Process(p) => {
+                steps += 1;
+                let event = Event {
+                    id: p.event.id.to_string(),
+                    ty: p.event.ty.clone(),
+                    key: p.event.key.clone(),
+                    payload: p.event.payload.clone(),
+                    source: p.event.source.to_string(),
+                    attempt: p.event.attempt,
+                };
+                let brane = &p.to.brane;
+                let result = match pipeline.member(brane).and_then(|m| m.handle(&event)) {
+                    Some(Ok(emitted)) => Ok(emitted),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => Err("does not run here".to_string()),
+                };
+                let line = match &result {
+                    Ok(e) if e.is_empty() => format!("{brane} <- {} {}: ok", event.ty, event.id),
+                    Ok(e) => format!(
+                        "{brane} <- {} {}: emitted {}",
+                        event.ty,
+                        event.id,
+                        e.iter().map(emitted_line).collect::<Vec<_>>().join("; ")
+                    ),
+                    Err(e) => format!(
+                        "{brane} <- {} {} (attempt {}): FAILED {e}",
+                        event.ty, event.id, event.attempt
+                    ),
+                };
+                say(&line);
+                deliveries.push(json!({
+                    "brane": brane, "event": event.id, "type": event.ty,
+                    "attempt": event.attempt, "ok": result.is_ok(),
+                    "error": result.as_ref().err(),
+                }));
+                lines.push(line);
+                let result = result
+                    .map(|e| {
+                        e.into_iter()
+                            .map(|e| Emit {
+                                ty: e.ty,
+                                key: e.key,
+                                payload: e.payload,
+                            })
+                            .collect()
+                    })
+                    .map_err(ProcessError::Failed);
+                d.on_processed(p.ticket, result);
+            }
+            Act::Emitted {
+                result: Err(e),
+                cmd,
+                ..
+            } => {
+                let (target, ty, _) = &injects[cmd.0 as usize];
+                return Err(CliError::plain(format!("--event {target}:{ty}: {e}")));
+            }
+            Act::Send { batch, .. } => d.on_batch_failed(batch, "omega dev runs on one node"),
+            _ => {}
+        }
+    }
+    let report = d.report();
+    for e in report.edges.iter().filter(|e| e.queued > 0) {
+        let why = skipped.iter().find(|(b, _)| *b == e.to).map_or_else(
+            || e.stalled.clone().unwrap_or_default(),
+            |(b, w)| format!("{b} skipped: {w}"),
+        );
+        say(&format!(
+            "{} <- {}: {} event(s) not delivered ({why})",
+            e.to, e.on, e.queued
+        ));
+    }
+    if report.dead_letters > 0 {
+        say(&format!(
+            "{} event(s) dead-lettered after their last attempt",
+            report.dead_letters
+        ));
+    }
+    if steps >= budget {
+        say(&format!(
+            "delivery limit of {budget} reached (a cycle of emits?)"
+        ));
+    }
+    Ok((lines, deliveries, report.failed))
+}
 
 /// Arguments of `omega dev`.
 #[derive(Debug, Args)]
@@ -320,49 +491,7 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
             }
         }
     }
-    let mut lines = Vec::new();
-    let mut deliveries = Vec::new();
-    let mut failures = 0;
-    for (i, (target, ty, payload)) in injects.iter().enumerate() {
-        let event = Event::external(format!("ev{i}"), ty.as_str(), payload.as_bytes().to_vec());
-        let report = pipeline.inject(target, event, &mut |d| {
-            let line = match &d.result {
-                Ok(emitted) if emitted.is_empty() => {
-                    format!("{} <- {} {}: ok", d.brane, d.event.ty, d.event.id)
-                }
-                Ok(emitted) => format!(
-                    "{} <- {} {}: emitted {}",
-                    d.brane,
-                    d.event.ty,
-                    d.event.id,
-                    emitted
-                        .iter()
-                        .map(emitted_line)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-                Err(e) => format!("{} <- {} {}: FAILED {e}", d.brane, d.event.ty, d.event.id),
-            };
-            if !out.is_json() {
-                println!("{line}");
-            }
-            lines.push(line);
-        });
-        failures += report.failures();
-        for (to, e, why) in &report.undelivered {
-            let line = format!("{to} <- {} {}: not delivered ({to} {why})", e.ty, e.id);
-            if !out.is_json() {
-                println!("{line}");
-            }
-        }
-        for d in &report.deliveries {
-            deliveries.push(json!({
-                "brane": d.brane, "event": d.event.id, "type": d.event.ty,
-                "ok": d.result.is_ok(),
-                "error": d.result.as_ref().err().map(|e| e.to_string()),
-            }));
-        }
-    }
+    let (lines, deliveries, failures) = deliver(&pipeline, &plan, &skipped, &injects, out)?;
     if out.is_json() {
         out.print(
             "",
