@@ -6,7 +6,9 @@
 //! ([`DesiredState`], a yrs document of signed records, [`desired`]) with
 //! persistence ordering and anti-entropy, node statuses, revocations,
 //! strikes, bans and rate limits, the address book, placement
-//! ([`placement`]) and the reconciler's decisions. It does no I/O: no
+//! ([`placement`]), the reconciler's decisions, and event delivery along
+//! the manifests' edges ([`events`]: durable outboxes, credits, retries,
+//! re-routes, dead letters, a processed window). It does no I/O: no
 //! sockets, no tokio, no clock, no OS randomness. Time ([`time::Now`]:
 //! monotonic and unix milliseconds, as distinct types) and a random seed
 //! are inputs, so the same seed and inputs give the same outputs, byte for

@@ -221,3 +221,51 @@ fn a_poison_event_is_dead_lettered_while_the_rest_flows_and_the_run_is_reproduci
     assert_eq!(edge.dead_lettered, 1);
     assert_eq!(run(5).0, hash, "same seed, same trace");
 }
+
+#[test]
+fn an_emit_without_a_grant_from_the_mesh_root_is_refused() {
+    use omega_gossip::desired::{Authority, DesiredRecord};
+    use omega_gossip::node::Command;
+    let mut sim = mesh(3, &pipeline(false));
+    let stranger = omega_identity::Keypair::from_seed([77; 32]);
+    let grant = |signer: &omega_identity::Keypair, manifest: &str, root: omega_identity::Did| {
+        DesiredRecord::emit_grant(
+            manifest,
+            Authority {
+                signer,
+                mesh_root: root,
+                proofs: Vec::new(),
+                exp: 1_900_000_000,
+                nonce: vec![1; 16],
+            },
+        )
+        .unwrap()
+        .encode()
+    };
+    let root = sim.root().did();
+    let root_key = sim.root().clone();
+    for (g, why) in [
+        (grant(&stranger, "lab", root), "unauthorized"),
+        (
+            grant(&root_key, "other", root),
+            "the grant is for manifest `other`",
+        ),
+        (b"garbage".to_vec(), "unauthorized"),
+    ] {
+        let id = sim.command(
+            0,
+            Command::Emit {
+                grant: g,
+                events: vec![event("k", 1)],
+            },
+        );
+        assert!(sim.run_until(1_000, |s| s.reply(0, id).is_some()));
+        match sim.reply(0, id) {
+            Some(Reply::Emitted(Err(e))) => {
+                assert!(e.to_string().contains(why), "{e}");
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+    assert_eq!(sim.events(0).unwrap().outbox, 0);
+}

@@ -22,6 +22,7 @@ use omega_gossip::node::BraneKey;
 use serde_json::Value;
 
 const CEILING: Duration = Duration::from_secs(60);
+const LISTEN: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
 /// Events in the crash test (the issue's figure is 100 000; override with
 /// OMEGA_EVENTS_TEST_COUNT for a longer run).
 fn count() -> u64 {
@@ -31,7 +32,12 @@ fn count() -> u64 {
         .unwrap_or(20_000)
 }
 
-fn manifest(archive: &Path, ordered: bool, archive_limits: &str) -> String {
+fn manifest(archive: &Path, ordered: bool, slow: bool) -> String {
+    let (delay, clocks) = if slow {
+        ("delay_ms = \"20\"", "clocks = true")
+    } else {
+        ("", "")
+    };
     format!(
         r#"
 [brane.ingest]
@@ -48,14 +54,15 @@ hosts = ["tr"]
 substrate = "habitat"
 image = "archive:1.2"
 hosts = ["arc"]
-{archive_limits}
 
 [brane.archive.config]
 dir = "/archive"
 index = "archive.log"
+{delay}
 
 [brane.archive.grants]
 dirs = [{{ host = "{}", guest = "/archive", mode = "rw" }}]
+{clocks}
 
 [graph]
 edges = [
@@ -78,25 +85,38 @@ struct Lab {
 }
 
 impl Lab {
-    fn start(ordered: bool, archive_limits: &str) -> Self {
+    fn start(ordered: bool, slow: bool) -> Self {
+        Self::start_with(ordered, slow, &[], &[])
+    }
+
+    /// `ing_flags` and `tr_flags`: extra daemon flags of those two nodes.
+    fn start_with(ordered: bool, slow: bool, ing_flags: &[&str], tr_flags: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let mesh = Mesh::init(&tmp.path().join("mesh"));
         let archive = tmp.path().join("archive");
         std::fs::create_dir_all(&archive).unwrap();
-        let ing = Node::start(
+        let ing = Node::spawn_with(
             &tmp.path().join("ing"),
             "ing",
             "habitat",
             Some(&mesh.invite("habitat")),
             &[],
+            None,
+            LISTEN,
+            ing_flags,
+            Duration::from_secs(20),
         );
         let seed = vec![ing.addr()];
-        let tr = Node::start(
+        let tr = Node::spawn_with(
             &tmp.path().join("tr"),
             "tr",
             "biome",
             Some(&mesh.invite("biome")),
             &seed,
+            None,
+            LISTEN,
+            tr_flags,
+            Duration::from_secs(20),
         );
         let arc = Node::start(
             &tmp.path().join("arc"),
@@ -109,7 +129,7 @@ impl Lab {
         assert!(formed.is_some(), "mesh did not form");
         push_seed_images(&ing, &mesh);
         let file = tmp.path().join("lab.zgraph.toml");
-        std::fs::write(&file, manifest(&archive, ordered, archive_limits)).unwrap();
+        std::fs::write(&file, manifest(&archive, ordered, slow)).unwrap();
         let (ok, _, e) = run(&[
             "--key",
             &mesh.root_key(),
@@ -231,7 +251,7 @@ fn stream_through_a_crash(lab: &mut Lab, n: u64, key: &str) -> Vec<String> {
 
 #[test]
 fn every_acknowledged_event_reaches_archive_exactly_once_through_a_kill_9() {
-    let mut lab = Lab::start(false, "");
+    let mut lab = Lab::start(false, false);
     let n = count();
     let ids = stream_through_a_crash(&mut lab, n, "s{n}");
     let expected: BTreeSet<String> = ids.iter().map(|i| archive_id(i)).collect();
@@ -257,7 +277,7 @@ fn every_acknowledged_event_reaches_archive_exactly_once_through_a_kill_9() {
 
 #[test]
 fn ordered_edges_keep_per_key_order_through_a_kill_9() {
-    let mut lab = Lab::start(true, "");
+    let mut lab = Lab::start(true, false);
     let n = count() / 4;
     let ids = stream_through_a_crash(&mut lab, n, "sensor-{n%8}");
     let order: BTreeMap<String, usize> = ids
@@ -278,9 +298,98 @@ fn ordered_edges_keep_per_key_order_through_a_kill_9() {
     assert_eq!(last.len(), 8);
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /metrics` of a daemon started with `--metrics addr`.
+fn metrics(addr: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_slow_consumer_stalls_its_producers_visibly_with_bounded_outboxes_and_loses_nothing() {
+    const OUTBOX: u64 = 300;
+    let outbox = OUTBOX.to_string();
+    let flags = ["--event-outbox", outbox.as_str()];
+    let lab = Lab::start_with(false, true, &flags, &flags);
+    let n = 2_000u64;
+    let child = lab.emit_in_background(n, "s{n}");
+    let (mut max_ing, mut max_tr, mut stalled) = (0u64, 0u64, Vec::new());
+    let mut rss = Vec::new();
+    let done = wait_for(Duration::from_secs(300), || {
+        let (ing, tr) = (events(&lab.ing), events(lab.tr()));
+        max_ing = max_ing.max(ing["outbox"].as_u64().unwrap_or(0));
+        max_tr = max_tr.max(tr["outbox"].as_u64().unwrap_or(0));
+        for r in [&ing, &tr] {
+            if let Some(s) = r["stalled"].as_str() {
+                stalled.push(s.to_owned());
+            }
+            for e in r["edges"].as_array().into_iter().flatten() {
+                if let Some(s) = e["stalled"].as_str() {
+                    stalled.push(s.to_owned());
+                }
+            }
+        }
+        rss.push(rss_kib(lab.ing.pid()));
+        lab.archived().len() as u64 >= n
+    });
+    assert!(done.is_some(), "archived {} of {n}", lab.archived().len());
+    let ids = ids_of(child.wait_with_output().unwrap());
+    assert_eq!(ids.len() as u64, n);
+    eprintln!(
+        "slow consumer: outbox max ingest {max_ing}, transform {max_tr} (bound {OUTBOX}); ingest RSS {:?} KiB; stalls seen: {:?}",
+        (rss.first(), rss.iter().max()),
+        stalled.iter().take(3).collect::<Vec<_>>()
+    );
+    // Bounded: an outbox never holds more than its bound plus one
+    // processing's worth of emits.
+    assert!(
+        max_ing <= OUTBOX + 64 && max_tr <= OUTBOX + 64,
+        "{max_ing} {max_tr}"
+    );
+    assert!(
+        max_tr >= OUTBOX / 2,
+        "the stall reached transform's outbox: {max_tr}"
+    );
+    assert!(!stalled.is_empty(), "the stall was never visible");
+    // Memory stays flat while 2 000 events queue behind a 20 ms consumer.
+    let (first, max) = (rss[0], *rss.iter().max().unwrap());
+    assert!(
+        max < first + 64 * 1024,
+        "ingest RSS grew from {first} to {max} KiB"
+    );
+    let archived = lab.archived();
+    let seen: BTreeSet<&String> = archived.iter().map(|(id, _)| id).collect();
+    assert_eq!(seen.len() as u64, n, "each exactly once");
+}
+
 #[test]
 fn a_poison_event_is_dead_lettered_while_the_rest_flow_and_replay_works() {
-    let lab = Lab::start(false, "");
+    let port = free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let lab = Lab::start_with(false, false, &["--metrics", &addr], &[]);
     let key = lab.mesh.root_key();
     for payload in ["1,2", "poison", "3,4"] {
         let (ok, _, e) = run(&[
@@ -348,6 +457,16 @@ fn a_poison_event_is_dead_lettered_while_the_rest_flow_and_replay_works() {
         "three tries, three more after the replay: {tail}"
     );
     assert_eq!(lab.archived().len(), 2, "the good ones, once each");
+    // The dead letter shows in the metrics, by edge.
+    let body = metrics(&addr);
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("omega_event_dead_lettered_total{")
+                && l.contains("to=\"archive\"")
+                && l.ends_with(" 2")),
+        "{body}"
+    );
+    assert!(body.contains("omega_event_dead_letters 1"), "{body}");
     let (ok, _, e) = run(&["dlq", "drop", &id, "--data-dir", lab.ing.d()]);
     assert!(ok, "{e}");
     let (_, list, _) = run(&["dlq", "ls", "--data-dir", lab.ing.d()]);
@@ -358,7 +477,7 @@ fn a_poison_event_is_dead_lettered_while_the_rest_flow_and_replay_works() {
 
 #[test]
 fn bad_emits_are_refused_with_the_reason() {
-    let lab = Lab::start(false, "");
+    let lab = Lab::start(false, false);
     let key = lab.mesh.root_key();
     let d = lab.ing.d();
     // Not the mesh root and no proof: unauthorized.

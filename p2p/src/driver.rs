@@ -26,7 +26,9 @@ use omega_gossip::node::{
     Verdict,
 };
 use omega_gossip::{MeshId, Mono, Node, NodeId, Now, Unix};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
@@ -176,8 +178,25 @@ fn found(addr: Multiaddr) -> Found {
     }
 }
 
+/// The labels of one edge's figures.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EdgeLabels {
+    manifest: String,
+    from: String,
+    to: String,
+    on: String,
+}
+
 struct Metrics {
     refusals: Counter,
+    edge_delivered: Family<EdgeLabels, Counter>,
+    edge_retried: Family<EdgeLabels, Counter>,
+    edge_dead: Family<EdgeLabels, Counter>,
+    edge_in_flight: Family<EdgeLabels, Gauge>,
+    edge_queued: Family<EdgeLabels, Gauge>,
+    edge_lag: Family<EdgeLabels, Gauge>,
+    outbox: Gauge,
+    dead_letters: Gauge,
     swim_sent: Counter,
     swim_received: Counter,
     members_live: Gauge,
@@ -190,6 +209,14 @@ impl Metrics {
     fn new(registry: &mut Registry) -> Self {
         let m = Self {
             refusals: Counter::default(),
+            edge_delivered: Family::default(),
+            edge_retried: Family::default(),
+            edge_dead: Family::default(),
+            edge_in_flight: Family::default(),
+            edge_queued: Family::default(),
+            edge_lag: Family::default(),
+            outbox: Gauge::default(),
+            dead_letters: Gauge::default(),
             swim_sent: Counter::default(),
             swim_received: Counter::default(),
             members_live: Gauge::default(),
@@ -224,7 +251,70 @@ impl Metrics {
             m.connections.clone(),
         );
         r.register("banned_peers", "Peers banned now", m.banned.clone());
+        r.register(
+            "event_delivered",
+            "Events this node sent along an edge and saw acknowledged as processed",
+            m.edge_delivered.clone(),
+        );
+        r.register(
+            "event_retried",
+            "Retries of events along an edge (failures, timeouts, busy answers, re-routes)",
+            m.edge_retried.clone(),
+        );
+        r.register(
+            "event_dead_lettered",
+            "Events dead-lettered after their edge's max_attempts",
+            m.edge_dead.clone(),
+        );
+        r.register(
+            "event_in_flight",
+            "Events sent along an edge and not yet acknowledged",
+            m.edge_in_flight.clone(),
+        );
+        r.register(
+            "event_queued",
+            "Events waiting to be sent along an edge",
+            m.edge_queued.clone(),
+        );
+        r.register(
+            "event_lag_ms",
+            "Age of the oldest unacknowledged event of an edge, ms",
+            m.edge_lag.clone(),
+        );
+        r.register(
+            "event_outbox",
+            "Events in this node's durable outbox (dead letters included)",
+            m.outbox.clone(),
+        );
+        r.register(
+            "event_dead_letters",
+            "Dead letters on this node",
+            m.dead_letters.clone(),
+        );
         m
+    }
+
+    /// Brings the event figures up to date with the delivery report.
+    fn update_events(&self, r: &omega_gossip::events::EventReport) {
+        let inc = |c: &Counter, to: u64| c.inc_by(to.saturating_sub(c.get()));
+        self.outbox.set(r.outbox as i64);
+        self.dead_letters.set(r.dead_letters as i64);
+        for e in &r.edges {
+            let l = EdgeLabels {
+                manifest: e.manifest.clone(),
+                from: e.from.clone(),
+                to: e.to.clone(),
+                on: e.on.clone(),
+            };
+            inc(&self.edge_delivered.get_or_create(&l), e.delivered);
+            inc(&self.edge_retried.get_or_create(&l), e.retried);
+            inc(&self.edge_dead.get_or_create(&l), e.dead_lettered);
+            self.edge_in_flight
+                .get_or_create(&l)
+                .set(e.in_flight as i64);
+            self.edge_queued.get_or_create(&l).set(e.queued as i64);
+            self.edge_lag.get_or_create(&l).set(e.lag_ms as i64);
+        }
     }
 
     /// Brings the figures up to date with the node's report.
@@ -450,6 +540,7 @@ impl Driver {
                 let mut text = String::new();
                 if let (Some(m), Some(r)) = (&self.metrics, &self.registry) {
                     m.update(&self.node.report());
+                    m.update_events(&self.node.events());
                     let _ = prometheus_client::encoding::text::encode(&mut text, r);
                 }
                 let _ = tx.send(text);

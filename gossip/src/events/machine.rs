@@ -259,6 +259,7 @@ pub struct Delivery {
     failed: u64,
     duplicates: u64,
     unrouted: u64,
+    held_back: Option<String>,
     now: Now,
 }
 
@@ -296,6 +297,7 @@ impl Delivery {
             failed: 0,
             duplicates: 0,
             unrouted: 0,
+            held_back: None,
             now,
         }
     }
@@ -401,6 +403,22 @@ impl Delivery {
         }
         // Room for what processing emits is kept free of outside emits, so
         // a full outbox always drains.
+        let most = self
+            .config
+            .max_outbox
+            .saturating_sub(self.config.emit_reserve)
+            .max(1);
+        if events.len() > most {
+            self.acts.push_back(Act::Emitted {
+                cmd,
+                result: Err(EmitError::TooLarge {
+                    what: "batch (events)",
+                    len: events.len(),
+                    max: most,
+                }),
+            });
+            return;
+        }
         let room = self.room();
         if events.len() + self.config.emit_reserve > room {
             self.acts.push_back(Act::Emitted {
@@ -482,9 +500,9 @@ impl Delivery {
                 });
             }
             for (what, len, max) in [
-                ("event type", e.ty.len(), MAX_TYPE_BYTES),
-                ("event key", e.key.len(), MAX_KEY_BYTES),
-                ("payload", e.payload.len(), self.config.max_payload),
+                ("event type (bytes)", e.ty.len(), MAX_TYPE_BYTES),
+                ("event key (bytes)", e.key.len(), MAX_KEY_BYTES),
+                ("payload (bytes)", e.payload.len(), self.config.max_payload),
             ] {
                 if len > max {
                     return Err(EmitError::TooLarge { what, len, max });
@@ -1040,6 +1058,7 @@ impl Delivery {
 
     /// Runs queued events on local branes as concurrency and outbox room allow.
     fn dispatch(&mut self) {
+        self.held_back = None;
         let keys: Vec<BraneKey> = self
             .inbox
             .iter()
@@ -1064,6 +1083,17 @@ impl Delivery {
             let reserve = if emits { self.config.emit_reserve } else { 0 };
             loop {
                 if self.room() < reserve {
+                    if self.inbox.get(&key).is_some_and(|i| !i.queue.is_empty()) {
+                        self.held_back = Some(format!(
+                            "{} event(s) wait to be processed here: the outbox holds {} of {} \
+                             ({} more promised to processings in flight) and has no room for \
+                             what they may emit; a consumer downstream is slow",
+                            self.inbox_len,
+                            self.outbox.len(),
+                            self.config.max_outbox,
+                            self.reserved
+                        ));
+                    }
                     break;
                 }
                 let Some(inbox) = self.inbox.get_mut(&key) else {
@@ -1409,10 +1439,18 @@ impl Delivery {
                 in_flight: q.in_flight,
                 queued: q.queued,
                 lag_ms: oldest.get(k).map_or(0, |t| self.now.mono.since(*t)),
-                stalled: if q.queued > 0 {
-                    q.stalled.clone()
-                } else {
-                    None
+                stalled: {
+                    let lag = oldest.get(k).map_or(0, |t| self.now.mono.since(*t));
+                    if q.queued > 0 && q.stalled.is_some() {
+                        q.stalled.clone()
+                    } else if q.in_flight > 0 && lag > super::SLOW_MS {
+                        Some(format!(
+                            "slow: {} in flight, the oldest unacknowledged for {lag} ms",
+                            q.in_flight
+                        ))
+                    } else {
+                        None
+                    }
                 },
             })
             .collect();
@@ -1425,6 +1463,7 @@ impl Delivery {
             duplicates: self.duplicates,
             inbox: self.inbox_len,
             unrouted: self.unrouted,
+            stalled: self.held_back.clone(),
             edges,
         }
     }

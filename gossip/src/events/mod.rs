@@ -548,8 +548,8 @@ pub enum EmitError {
         /// The types its edges carry.
         expected: String,
     },
-    /// A field is too large.
-    #[error("{what} of {len} bytes exceeds the maximum of {max}")]
+    /// A field (or a batch) is too large.
+    #[error("{what} of {len} exceeds the maximum of {max}")]
     TooLarge {
         /// Which field.
         what: &'static str,
@@ -660,10 +660,15 @@ pub struct EdgeReport {
     pub queued: usize,
     /// Age of the oldest event not yet acknowledged, ms.
     pub lag_ms: u64,
-    /// Why nothing moves, when nothing can.
+    /// Why nothing moves, when nothing can — or why it moves slowly (the
+    /// oldest unacknowledged event is older than [`SLOW_MS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled: Option<String>,
 }
+
+/// An edge whose oldest unacknowledged event is older than this (ms) is
+/// reported as slow.
+pub const SLOW_MS: u64 = 1_000;
 
 /// The event part of `omega status` and `omega ps`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -684,6 +689,10 @@ pub struct EventReport {
     pub inbox: usize,
     /// Emits that matched no edge and went nowhere (since start).
     pub unrouted: u64,
+    /// Why events for local branes wait, when they do (backpressure from
+    /// a full outbox: a consumer downstream is slow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
     /// Per outgoing edge.
     pub edges: Vec<EdgeReport>,
 }

@@ -637,7 +637,10 @@ fn bad_input_is_refused_with_a_reason_and_never_panics() {
         .collect();
     assert_eq!(errors[0], "`dst` takes `a`, not `nope`");
     assert_eq!(errors[1], "no manifest `x` is applied");
-    assert!(errors[2].starts_with("payload of 262145 bytes exceeds"));
+    assert!(
+        errors[2].starts_with("payload (bytes) of 262145 exceeds"),
+        "{errors:?}"
+    );
     // A batch claiming another source node is refused item by item.
     a.emit("dst", "a", "", b"x");
     let (_, _, bytes) = a.sent.pop_front().expect("sent");

@@ -256,6 +256,7 @@ async fn emit(api: &Api, e: EmitRequest) -> Answer {
             ids: ids.iter().map(ToString::to_string).collect(),
         }),
         Some(Err(e @ EmitError::Busy(_))) => fail(503, e.to_string()),
+        Some(Err(e @ EmitError::TooLarge { .. })) => fail(413, e.to_string()),
         Some(Err(e @ EmitError::Unauthorized(_))) => fail(403, e.to_string()),
         Some(Err(e)) => fail(400, e.to_string()),
         None => stopping(),

@@ -191,8 +191,9 @@ pub(super) fn emit(
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut ids = Vec::new();
     let mut n = 0u64;
+    let mut batch = BATCH as u64;
     while n < a.repeat.max(1) {
-        let end = (n + BATCH as u64).min(a.repeat.max(1));
+        let end = (n + batch).min(a.repeat.max(1));
         let events = (n..end)
             .map(|i| {
                 let subst = |s: &str| substitute(s, i);
@@ -220,8 +221,14 @@ pub(super) fn emit(
                 Err(ClientError::Api { status: 503, .. }) if waited.elapsed() < BUSY_PATIENCE => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                other => break other.map_err(client_err)?,
+                // More than this node's outbox can ever take at once: smaller batches.
+                Err(ClientError::Api { status: 413, .. }) if end - n > 1 => break None,
+                other => break Some(other.map_err(client_err)?),
             }
+        };
+        let Some(r) = r else {
+            batch = (batch / 2).max(1);
+            continue;
         };
         ids.extend(r.ids);
         n = end;
@@ -388,6 +395,9 @@ pub(super) fn edges_table(ev: &EventReport) -> String {
         "LAG(ms)",
         "STALLED"
     );
+    if let Some(s) = &ev.stalled {
+        let _ = writeln!(t, "stalled: {s}");
+    }
     for e in &ev.edges {
         let from = if e.from.is_empty() { "(emit)" } else { &e.from };
         let _ = writeln!(

@@ -124,6 +124,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "always|MS", default_value = "always",
           value_parser = parse_event_sync)]
     pub event_sync: omega_p2p::host::EventSync,
+    /// Most events this node's outbox holds (dead letters included); a full
+    /// outbox refuses emits as busy and holds back processing that would
+    /// emit, so a slow consumer slows its producers.
+    #[arg(long, value_name = "N", default_value_t = 16_384)]
+    pub event_outbox: usize,
 }
 
 /// `always`, or a sync interval (`100`, `100ms`, `1s`).
@@ -411,6 +416,7 @@ pub fn run_with(
     let mut node = omega_gossip::node::Config::default();
     node.desired.client_id = client_id(&key, restarts);
     node.timers.anti_entropy_interval = args.anti_entropy_interval.max(1) * 1000;
+    node.delivery.max_outbox = args.event_outbox.max(node.delivery.emit_reserve * 2);
     let cfg = NodeConfig {
         identity: Identity {
             key,

@@ -159,6 +159,10 @@ impl Node {
         self.dir.to_str().unwrap()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn status(&self) -> Value {
         run(&["status", "--data-dir", self.d()]).1
     }

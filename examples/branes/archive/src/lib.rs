@@ -3,7 +3,9 @@
 //! read-write; without the grant the write is denied and the event fails.
 //! With config `index = "NAME"` it also appends one line per event it runs,
 //! `<id> <key> <bytes>`, to `<dir>/NAME` (so repeats show as repeated lines).
-//! A payload that starts with `poison` fails the event.
+//! A payload that starts with `poison` fails the event. Config `delay_ms`
+//! makes it a slow consumer (it sleeps that long per event; the manifest
+//! must grant it real clocks).
 
 wit_bindgen::generate!({ path: "../../../wit", world: "omega:brane/brane" });
 
@@ -27,6 +29,9 @@ impl Guest for Archive {
                 }
             })
             .collect();
+        if let Some(ms) = config("delay_ms").and_then(|s| s.parse::<u64>().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         if event.payload.starts_with(b"poison") {
             return Err(Error {
                 code: "poison".into(),
