@@ -459,11 +459,7 @@ impl Delivery {
                 failures: 0,
                 dead: None,
             };
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            ops.put.push((seq, stored.to_bytes()));
-            self.insert(seq, stored, Place::Committing);
-            seqs.push(seq);
+            seqs.push(self.stage(stored, &mut ops));
         }
         self.persist(ops, AfterTxn::Emit { cmd, seqs });
     }
@@ -533,6 +529,16 @@ impl Delivery {
             .max(1);
         let ordered = edges.is_some_and(|es| es.iter().any(|e| e.from == to.brane && e.ordered));
         (ordered, max)
+    }
+
+    /// A new outbox entry, written by `ops` and not in line until they are
+    /// durable; returns its seq.
+    fn stage(&mut self, stored: Stored, ops: &mut EventOps) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        ops.put.push((seq, stored.to_bytes()));
+        self.insert(seq, stored, Place::Committing);
+        seq
     }
 
     fn room(&self) -> usize {
@@ -1199,11 +1205,7 @@ impl Delivery {
                     failures: 0,
                     dead: None,
                 };
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                ops.put.push((seq, stored.to_bytes()));
-                self.insert(seq, stored, Place::Committing);
-                children.push(seq);
+                children.push(self.stage(stored, &mut ops));
             }
             if !routed {
                 self.unrouted += 1;

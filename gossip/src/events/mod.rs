@@ -319,29 +319,9 @@ pub struct Acks {
     pub acks: Vec<Ack>,
 }
 
-/// Why a message of the event protocol does not decode.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EventWireError {
-    /// Too large.
-    #[error("{what} of {len} exceeds the maximum of {max}")]
-    TooLarge {
-        /// What.
-        what: &'static str,
-        /// Its size or count.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Not the expected DAG-CBOR shape.
-    #[error("malformed {what}: {why}")]
-    Malformed {
-        /// What.
-        what: &'static str,
-        /// The decoder's words.
-        why: String,
-    },
-}
+/// Why a message of the event protocol does not decode (the node's one
+/// wire error).
+pub use crate::node::WireError as EventWireError;
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Strings, integers and byte strings only: encoding cannot fail.

@@ -9,6 +9,7 @@ use omega_zgraph::Edge;
 
 use super::*;
 use crate::node::{CommandId, InboundId};
+use crate::testkit::mesh::EventStore;
 use crate::time::{Mono, Now, Unix};
 
 fn node(seed: u8) -> NodeId {
@@ -49,8 +50,7 @@ fn topology(edges: Vec<Edge>, dst: NodeId, sink: NodeId) -> Topology {
 struct Side {
     id: NodeId,
     d: Delivery,
-    outbox: BTreeMap<u64, Vec<u8>>,
-    processed: BTreeMap<u64, EventId>,
+    store: EventStore,
     /// Writes not yet applied (when `hold` is set).
     held: VecDeque<(u64, EventOps)>,
     hold: bool,
@@ -71,8 +71,7 @@ impl Side {
         Self {
             id,
             d,
-            outbox: BTreeMap::new(),
-            processed: BTreeMap::new(),
+            store: EventStore::default(),
             held: VecDeque::new(),
             hold: false,
             sent: VecDeque::new(),
@@ -81,21 +80,6 @@ impl Side {
             emitted: Vec::new(),
             dlq: Vec::new(),
             ran: Vec::new(),
-        }
-    }
-
-    fn apply(&mut self, ops: &EventOps) {
-        for (seq, bytes) in &ops.put {
-            self.outbox.insert(*seq, bytes.clone());
-        }
-        for seq in &ops.delete {
-            self.outbox.remove(seq);
-        }
-        for (o, id) in &ops.processed {
-            self.processed.insert(*o, *id);
-        }
-        for o in &ops.forget {
-            self.processed.remove(o);
         }
     }
 
@@ -110,7 +94,7 @@ impl Side {
                     if self.hold {
                         self.held.push_back((txn, ops));
                     } else {
-                        self.apply(&ops);
+                        self.store.apply(&ops);
                         self.d.on_persisted(txn, Ok(()));
                     }
                 }
@@ -162,11 +146,7 @@ impl Side {
         let t = self.d.topology().clone();
         let mut d = Delivery::new(config, self.id, [seed; 32], now(at));
         d.set_topology(t);
-        let stored = StoredEvents {
-            outbox: self.outbox.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            processed: self.processed.iter().map(|(k, v)| (*k, *v)).collect(),
-        };
-        assert_eq!(d.restore(stored), 0);
+        assert_eq!(d.restore(self.store.stored()), 0);
         self.d = d;
         self.held.clear();
         self.hold = false;
@@ -235,16 +215,19 @@ fn an_event_crosses_nodes_and_its_emit_runs_locally_there() {
     let (mut a, mut b, _) = pair(pipeline());
     a.emit("dst", "a", "k", b"one");
     let ids = a.emitted[0].clone().expect("durable");
-    assert_eq!(a.outbox.len(), 1, "durable before answered");
+    assert_eq!(a.store.outbox.len(), 1, "durable before answered");
     exchange(&mut a, &mut b);
     assert_eq!(b.ran("dst"), ids);
     assert_eq!(b.ran("sink").len(), 1, "the emit ran on the local sink");
-    assert!(a.outbox.is_empty() && a.d.outbox_len() == 0, "acknowledged");
     assert!(
-        b.outbox.is_empty(),
+        a.store.outbox.is_empty() && a.d.outbox_len() == 0,
+        "acknowledged"
+    );
+    assert!(
+        b.store.outbox.is_empty(),
         "the local child left with its processing"
     );
-    assert_eq!(b.processed.len(), 2);
+    assert_eq!(b.store.processed.len(), 2);
     let r = a.d.report();
     assert_eq!(r.edges[0].delivered, 1);
     assert!(b.d.is_idle() && a.d.is_idle());
@@ -339,7 +322,7 @@ fn a_crash_after_the_commit_and_before_the_answer_loses_nothing_and_runs_nothing
     b.drain();
     b.run_branes();
     assert_eq!(
-        b.outbox.len(),
+        b.store.outbox.len(),
         1,
         "the emit is durable with the processed mark"
     );
@@ -373,7 +356,7 @@ fn a_crash_before_the_commit_runs_the_event_again_without_phantom_emits() {
     assert!(b.answers.is_empty(), "nobody is answered before the commit");
     assert_eq!(b.held.len(), 1);
     b.crash(9, config.clone(), 10); // the write never happened
-    assert!(b.outbox.is_empty(), "no phantom emit");
+    assert!(b.store.outbox.is_empty(), "no phantom emit");
     a.d.on_batch_failed(batch, "connection closed");
     a.d.handle_timeout(now(1_000));
     a.drain();
@@ -384,7 +367,7 @@ fn a_crash_before_the_commit_runs_the_event_again_without_phantom_emits() {
         "run again: its first run was not committed"
     );
     assert_eq!(b.ran("dst")[0], b.ran("dst")[1], "with the same id");
-    assert_eq!(b.outbox.len(), 1, "one child, not two");
+    assert_eq!(b.store.outbox.len(), 1, "one child, not two");
     assert_eq!(a.d.outbox_len(), 0);
 }
 
@@ -517,7 +500,7 @@ fn a_poison_event_is_dead_lettered_after_max_attempts_while_others_flow_and_repl
     assert_eq!(list[0].error, "poisoned");
     let id: EventId = list[0].id.parse().expect("an id");
     // Survives a restart as a dead letter.
-    let stored = Stored::from_bytes(a.outbox.values().next().expect("row")).expect("decodes");
+    let stored = Stored::from_bytes(a.store.outbox.values().next().expect("row")).expect("decodes");
     assert!(stored.dead.is_some());
     a.d.dlq(CommandId(3), DlqCommand::Replay(id));
     a.drain();
@@ -534,7 +517,7 @@ fn a_poison_event_is_dead_lettered_after_max_attempts_while_others_flow_and_repl
     a.d.dlq(CommandId(4), DlqCommand::Drop(id));
     a.drain();
     assert!(a.dlq.pop().expect("answer").is_ok());
-    assert!(a.outbox.is_empty() && a.d.outbox_len() == 0);
+    assert!(a.store.outbox.is_empty() && a.d.outbox_len() == 0);
     a.d.dlq(CommandId(5), DlqCommand::Show(id));
     a.drain();
     assert_eq!(a.dlq.pop().expect("answer"), Err(DlqError::NotFound(id)));
@@ -673,7 +656,7 @@ fn the_window_is_bounded_and_forgets_the_oldest() {
         a.emit("dst", "a", "", &[i]);
         exchange(&mut a, &mut b);
     }
-    assert_eq!(b.processed.len(), 3, "stored window bounded");
+    assert_eq!(b.store.processed.len(), 3, "stored window bounded");
     assert_eq!(b.d.report().window, 3);
 }
 
@@ -720,6 +703,6 @@ fn payloads_are_checked_against_their_types_schema_at_emit_and_at_commit() {
         1,
         "the invalid emit failed the processing"
     );
-    assert!(b.outbox.is_empty(), "nothing of it committed");
+    assert!(b.store.outbox.is_empty(), "nothing of it committed");
     assert_eq!(a.d.outbox_len(), 1, "kept for a retry");
 }

@@ -110,15 +110,19 @@ pub struct Ran {
     pub payload: Vec<u8>,
 }
 
-/// A node's durable event store in the harness.
+/// A node's durable event store in the harness (and in the delivery
+/// machine's own tests): the two tables, in memory.
 #[derive(Debug, Default, Clone)]
-struct EventStore {
-    outbox: BTreeMap<u64, Vec<u8>>,
-    processed: BTreeMap<u64, EventId>,
+pub struct EventStore {
+    /// `outbox` rows.
+    pub outbox: BTreeMap<u64, Vec<u8>>,
+    /// `processed` rows.
+    pub processed: BTreeMap<u64, EventId>,
 }
 
 impl EventStore {
-    fn apply(&mut self, ops: &EventOps) {
+    /// Applies one transaction.
+    pub fn apply(&mut self, ops: &EventOps) {
         for (seq, bytes) in &ops.put {
             self.outbox.insert(*seq, bytes.clone());
         }
@@ -133,7 +137,8 @@ impl EventStore {
         }
     }
 
-    fn stored(&self) -> StoredEvents {
+    /// What a restart loads.
+    pub fn stored(&self) -> StoredEvents {
         StoredEvents {
             outbox: self.outbox.iter().map(|(k, v)| (*k, v.clone())).collect(),
             processed: self.processed.iter().map(|(k, v)| (*k, *v)).collect(),

@@ -24,7 +24,7 @@ use clap::Args;
 use omega_runtime::frontier::image::open_guest_dir;
 use omega_runtime::frontier::qemu::{Accel, QemuBackend, QemuConfig};
 use omega_runtime::frontier::{Backend, reclaim_orphans};
-use omega_runtime::{BraneLimits, BraneSpec, Edge, Event, Grants, Pipeline};
+use omega_runtime::{BraneLimits, BraneSpec, Edge, Grants, Pipeline};
 use omega_zgraph::{Capability, Format};
 use serde_json::json;
 
@@ -50,9 +50,7 @@ fn deliver(
     injects: &[(String, String, String)],
     out: &Output,
 ) -> Result<(Vec<String>, Vec<serde_json::Value>, u64), CliError> {
-    use omega_gossip::events::{
-        Act, Delivery, DeliveryConfig, Emit, NewEvent, ProcessError, Topology,
-    };
+    use omega_gossip::events::{Act, Delivery, DeliveryConfig, NewEvent, Topology};
     use omega_gossip::node::{BraneKey, CommandId};
     use omega_gossip::{Mono, NodeId, Now, Unix};
     let me = NodeId::from(omega_identity::Keypair::from_seed([0x0d; 32]).public());
@@ -123,20 +121,10 @@ fn deliver(
             Act::Persist { txn, .. } => d.on_persisted(txn, Ok(())),
             Act::Process(p) => {
                 steps += 1;
-                let event = Event {
-                    id: p.event.id.to_string(),
-                    ty: p.event.ty.clone(),
-                    key: p.event.key.clone(),
-                    payload: p.event.payload.clone(),
-                    source: p.event.source.to_string(),
-                    attempt: p.event.attempt,
-                };
+                let event = crate::daemon::runner::brane_event(&p.event);
                 let brane = &p.to.brane;
-                let result = match pipeline.member(brane).and_then(|m| m.handle(&event)) {
-                    Some(Ok(emitted)) => Ok(emitted),
-                    Some(Err(e)) => Err(e.to_string()),
-                    None => Err("does not run here".to_string()),
-                };
+                let member = pipeline.member(brane);
+                let result = crate::daemon::runner::run_event(member.as_deref(), &event);
                 let line = match &result {
                     Ok(e) if e.is_empty() => format!("{brane} <- {} {}: ok", event.ty, event.id),
                     Ok(e) => format!(
@@ -154,21 +142,10 @@ fn deliver(
                 deliveries.push(json!({
                     "brane": brane, "event": event.id, "type": event.ty,
                     "attempt": event.attempt, "ok": result.is_ok(),
-                    "error": result.as_ref().err(),
+                    "error": result.as_ref().err().map(ToString::to_string),
                 }));
                 lines.push(line);
-                let result = result
-                    .map(|e| {
-                        e.into_iter()
-                            .map(|e| Emit {
-                                ty: e.ty,
-                                key: e.key,
-                                payload: e.payload,
-                            })
-                            .collect()
-                    })
-                    .map_err(ProcessError::Failed);
-                d.on_processed(p.ticket, result);
+                d.on_processed(p.ticket, result.map(crate::daemon::runner::emits));
             }
             Act::Emitted {
                 result: Err(e),

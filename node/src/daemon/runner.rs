@@ -222,7 +222,7 @@ pub async fn run(
 /// it emitted to the node brain, which commits it with the "processed"
 /// mark and carries the emits on along the manifest's edges.
 fn process(ctx: &Arc<Ctx>, p: omega_gossip::events::Process) {
-    use omega_gossip::events::{Emit, ProcessError};
+    use omega_gossip::events::ProcessError;
     let member = ctx
         .shared
         .local
@@ -237,32 +237,53 @@ fn process(ctx: &Arc<Ctx>, p: omega_gossip::events::Process) {
     let node = ctx.node.clone();
     let shared = ctx.shared.clone();
     tokio::task::spawn_blocking(move || {
-        let event = Event {
-            id: p.event.id.to_string(),
-            ty: p.event.ty.clone(),
-            key: p.event.key.clone(),
-            payload: p.event.payload.clone(),
-            source: p.event.source.to_string(),
-            attempt: p.event.attempt,
-        };
-        let result = match member.handle(&event) {
-            Some(Ok(emitted)) => Ok(emitted
-                .into_iter()
-                .map(|e| Emit {
-                    ty: e.ty,
-                    key: e.key,
-                    payload: e.payload,
-                })
-                .collect::<Vec<_>>()),
-            Some(Err(e)) => Err(ProcessError::Failed(e.to_string())),
-            None => Err(ProcessError::Failed(
-                "an HTTP brane takes requests, not events".into(),
-            )),
-        };
+        let event = brane_event(&p.event);
+        let result = run_event(Some(&member), &event).map(emits);
         let line = TailLine::new(&p, &event, &result);
         node.processed(p.ticket, result);
         shared.tail.push(line);
     });
+}
+
+/// What a brane sees of an event on its way.
+pub(crate) fn brane_event(e: &omega_gossip::events::Envelope) -> Event {
+    Event {
+        id: e.id.to_string(),
+        ty: e.ty.clone(),
+        key: e.key.clone(),
+        payload: e.payload.clone(),
+        source: e.source.to_string(),
+        attempt: e.attempt,
+    }
+}
+
+/// Runs `event` on `member` (`None`: it does not run here): what it
+/// emitted, or why it did not complete.
+pub(crate) fn run_event(
+    member: Option<&Member>,
+    event: &Event,
+) -> Result<Vec<omega_runtime::Emitted>, omega_gossip::events::ProcessError> {
+    use omega_gossip::events::ProcessError;
+    match member.map(|m| m.handle(event)) {
+        Some(Some(Ok(emitted))) => Ok(emitted),
+        Some(Some(Err(e))) => Err(ProcessError::Failed(e.to_string())),
+        Some(None) => Err(ProcessError::Failed(
+            "an HTTP brane takes requests, not events".into(),
+        )),
+        None => Err(ProcessError::NotRunning),
+    }
+}
+
+/// The runtime's emits as the delivery machine takes them.
+pub(crate) fn emits(emitted: Vec<omega_runtime::Emitted>) -> Vec<omega_gossip::events::Emit> {
+    emitted
+        .into_iter()
+        .map(|e| omega_gossip::events::Emit {
+            ty: e.ty,
+            key: e.key,
+            payload: e.payload,
+        })
+        .collect()
 }
 
 /// Starts one brane and installs it; `Ok` carries its URL if it serves HTTP.
