@@ -116,7 +116,7 @@ pub enum NotDelivered {
 impl std::fmt::Display for NotDelivered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::NotHere => "does not run here (cross-node delivery is not carried yet)",
+            Self::NotHere => "does not run in this pipeline",
             Self::HttpBrane => "an HTTP brane takes requests, not events",
         })
     }
