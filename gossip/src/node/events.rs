@@ -128,8 +128,13 @@ impl Node {
 
     fn send_events(&mut self, to: NodeId, batch: u64, bytes: Vec<u8>) {
         if !self.peers.is_ready(&to) {
-            self.delivery
-                .on_batch_failed(batch, "not connected and admitted both ways");
+            // Not a neighbour yet (a large mesh is not a full mesh): connect.
+            let why = if self.dial_for_events(to) {
+                "not connected yet (dialing it)"
+            } else {
+                "not connected and admitted both ways"
+            };
+            self.delivery.on_batch_failed(batch, why);
             return;
         }
         let id: RequestId = self.peers.request_id(Outstanding::Events(batch));

@@ -7,7 +7,7 @@
 //! strike nor refills a bucket. When the table is full, the entry seen
 //! longest ago is forgotten (a banned one only when every entry is banned).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::id::NodeId;
 use crate::time::Mono;
@@ -161,6 +161,8 @@ pub(crate) struct Struck {
 pub(crate) struct Guard {
     config: GuardConfig,
     peers: BTreeMap<NodeId, Entry>,
+    /// Bans in force, by end (so expiry never scans every peer).
+    bans: BTreeSet<(Mono, NodeId)>,
 }
 
 impl Guard {
@@ -168,6 +170,7 @@ impl Guard {
         Self {
             config,
             peers: BTreeMap::new(),
+            bans: BTreeSet::new(),
         }
     }
 
@@ -193,8 +196,11 @@ impl Guard {
             .iter()
             .min_by_key(|(id, e)| (e.banned_until.is_some(), e.last_seen, **id))
             .map(|(id, _)| *id);
-        if let Some(id) = victim {
-            self.peers.remove(&id);
+        if let Some(id) = victim
+            && let Some(e) = self.peers.remove(&id)
+            && let Some(t) = e.banned_until
+        {
+            self.bans.remove(&(t, id));
         }
     }
 
@@ -217,6 +223,7 @@ impl Guard {
             let until = now.plus(len);
             e.banned_until = Some(until);
             banned_until = Some(until);
+            self.bans.insert((until, peer));
         }
         Struck {
             strikes,
@@ -243,18 +250,23 @@ impl Guard {
     /// Lifts the bans that ended by `now`; returns those peers.
     pub(crate) fn expire(&mut self, now: Mono) -> Vec<NodeId> {
         let mut out = Vec::new();
-        for (id, e) in &mut self.peers {
-            if e.banned_until.is_some_and(|t| t <= now) {
-                e.banned_until = None;
-                out.push(*id);
+        while let Some(&(t, id)) = self.bans.first() {
+            if t > now {
+                break;
             }
+            self.bans.pop_first();
+            if let Some(e) = self.peers.get_mut(&id) {
+                e.banned_until = None;
+            }
+            out.push(id);
         }
+        out.sort();
         out
     }
 
     /// When the next ban ends.
     pub(crate) fn next_expiry(&self) -> Option<Mono> {
-        self.peers.values().filter_map(|e| e.banned_until).min()
+        self.bans.first().map(|(t, _)| *t)
     }
 
     /// Spends `n` of `peer`'s `spend` budget if it has that much.

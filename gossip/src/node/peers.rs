@@ -8,7 +8,7 @@
 //! and the peer answered ours with `ok`. Admission lasts as long as the
 //! peer has a connection; strikes and bans ([`super::guard`]) outlast it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::id::NodeId;
 use crate::join::{Admitted, JoinRequest, JoinResponse, MAX_REASON_LEN, truncate};
@@ -60,6 +60,14 @@ pub(crate) struct Peers {
     /// Members that refused us: not dialed again until then (at the address
     /// they were reached on, too). Bounded by `max_pending_peers`.
     refused_by: BTreeMap<NodeId, (Mono, String)>,
+    /// Connected peers with a deadline (admission not complete, or closing
+    /// after a refusal), by when: what [`Peers::next_deadline`] and
+    /// [`Node::expire_peers`] read, so neither scans every peer.
+    deadlines: BTreeSet<(Mono, NodeId)>,
+    deadline_of: BTreeMap<NodeId, Mono>,
+    /// Members dialed because events wait for them, and when (at most one
+    /// dial per `dial_interval` each; bounded by `max_pending_peers`).
+    dialed_for_events: BTreeMap<NodeId, Mono>,
 }
 
 impl Peers {
@@ -121,18 +129,39 @@ impl Peers {
 
     /// The earliest admission deadline or refusal grace end.
     pub(crate) fn next_deadline(&self) -> Option<Mono> {
-        self.by_id
-            .values()
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Re-files `id` in the deadline index after a change to it.
+    fn touch(&mut self, id: NodeId) {
+        let due = self
+            .by_id
+            .get(&id)
             .filter(|p| !p.conns.is_empty())
-            .filter_map(|p| {
+            .and_then(|p| {
                 let ready = p.admitted.is_some() && p.accepted;
                 let deadline = (!ready).then_some(p.deadline);
                 match (deadline, &p.closing) {
                     (Some(d), Some((c, _))) => Some(d.min(*c)),
                     (d, c) => d.or(c.as_ref().map(|(c, _)| *c)),
                 }
-            })
-            .min()
+            });
+        if let Some(old) = self.deadline_of.remove(&id) {
+            self.deadlines.remove(&(old, id));
+        }
+        if let Some(t) = due {
+            self.deadline_of.insert(id, t);
+            self.deadlines.insert((t, id));
+        }
+    }
+
+    /// Peers whose deadline has passed at `now`.
+    fn due(&self, now: Mono) -> Vec<NodeId> {
+        self.deadlines
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| *id)
+            .collect()
     }
 
     pub(crate) fn request_id(&mut self, what: Outstanding) -> RequestId {
@@ -161,6 +190,7 @@ impl Peers {
     fn forget(&mut self, id: &NodeId) {
         self.by_id.remove(id);
         self.queued.remove(id);
+        self.touch(*id);
     }
 }
 
@@ -219,6 +249,7 @@ impl Node {
             .values()
             .any(|(_, since)| now.since(*since) > stale_after);
         p.conns.insert(conn, (remote, now));
+        self.peers.touch(peer);
         if stale {
             self.peers.forget(&peer);
             self.disconnect(peer, DisconnectReason::Stale);
@@ -236,6 +267,7 @@ impl Node {
         if p.conns.is_empty() {
             self.peers.forget(&peer);
         }
+        self.peers.touch(peer);
     }
 
     fn send_join(&mut self, peer: NodeId) {
@@ -285,6 +317,7 @@ impl Node {
                     p.closing = None;
                     claimed = std::mem::take(&mut p.claimed);
                 }
+                self.peers.touch(from);
                 if !claimed.is_empty() {
                     self.book.add_member(from, &claimed, self.now.mono);
                 }
@@ -305,6 +338,7 @@ impl Node {
                 if let Some(p) = self.peers.by_id.get_mut(&from) {
                     p.closing = Some((grace, reason.clone()));
                 }
+                self.peers.touch(from);
                 self.peers.queued.remove(&from);
                 JoinResponse { ok: false, reason }
             }
@@ -356,6 +390,7 @@ impl Node {
                     return;
                 };
                 p.accepted = true;
+                self.peers.touch(from);
                 let after = match self.admitted_after {
                     None => {
                         let t = self.now.mono.since(self.started);
@@ -506,6 +541,35 @@ impl Node {
         });
     }
 
+    /// Events wait for `to`, which is not ready: dial it when nothing is
+    /// connected (at most once per `dial_interval`). Returns whether a dial
+    /// went out.
+    pub(super) fn dial_for_events(&mut self, to: NodeId) -> bool {
+        let now = self.now.mono;
+        if to == self.me
+            || self.peers.is_connected(&to)
+            || self.guard.is_banned(&to, now)
+            || self.peers.refused_us(&to, now)
+        {
+            return false;
+        }
+        let interval = self.config.timers.dial_interval;
+        let max = self.config.limits.max_pending_peers.max(1);
+        let dialed = &mut self.peers.dialed_for_events;
+        if dialed.get(&to).is_some_and(|t| now.since(*t) < interval) {
+            return false;
+        }
+        if !dialed.contains_key(&to) && dialed.len() >= max {
+            dialed.retain(|_, t| now.since(*t) < interval);
+            if dialed.len() >= max {
+                return false;
+            }
+        }
+        dialed.insert(to, now);
+        self.dial_member(to);
+        true
+    }
+
     /// Resends lost join requests; dials candidates nothing is connected to.
     pub(super) fn dial_round(&mut self) {
         let unjoined: Vec<NodeId> = self
@@ -558,17 +622,18 @@ impl Node {
         let now = self.now.mono;
         let due: Vec<(NodeId, DisconnectReason)> = self
             .peers
-            .by_id
-            .iter()
+            .due(now)
+            .into_iter()
+            .filter_map(|id| self.peers.by_id.get(&id).map(|p| (id, p)))
             .filter(|(_, p)| !p.conns.is_empty())
             .filter_map(|(id, p)| {
                 let ready = p.admitted.is_some() && p.accepted;
                 match &p.closing {
                     Some((at, why)) if *at <= now && p.admitted.is_none() => {
-                        Some((*id, DisconnectReason::Refused(why.clone())))
+                        Some((id, DisconnectReason::Refused(why.clone())))
                     }
                     _ if !ready && p.deadline <= now => {
-                        Some((*id, DisconnectReason::AdmissionTimeout))
+                        Some((id, DisconnectReason::AdmissionTimeout))
                     }
                     _ => None,
                 }

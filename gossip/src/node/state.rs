@@ -343,9 +343,23 @@ impl Node {
     fn status_gossip(&mut self, source: NodeId, author: Option<NodeId>, bytes: &[u8]) -> Verdict {
         match author {
             Some(node) if node == self.me => Verdict::Ignore,
-            // Any member in the table, whatever this node believes about its
-            // liveness: a restarted member announces itself before everyone
-            // has seen it come back (`omega ps` marks non-live nodes).
+            // A member this node believes dead or gone: a late copy of what
+            // it said before it died (gossip still relaying it) must not
+            // bring back its branes — events would be routed to it for ever.
+            // Not its fault: ignored, not rejected. When it comes back, its
+            // next announcement is taken.
+            Some(node)
+                if self.membership.member(&node).is_some_and(|m| {
+                    matches!(
+                        m.state,
+                        crate::membership::State::Dead | crate::membership::State::Left
+                    )
+                }) =>
+            {
+                Verdict::Ignore
+            }
+            // Any other member in the table, suspected or not: a restarted
+            // member announces itself before everyone has seen it come back.
             Some(node) if self.membership.member(&node).is_some() => {
                 match NodeStatus::from_bytes(bytes, self.config.limits.max_status_bytes) {
                     Ok(st) => {
