@@ -73,10 +73,14 @@ impl PublicKey {
     /// Parses 32 compressed point bytes; fails if they are not a valid point or
     /// the point has small order (a "weak" key that `verify_strict` would refuse).
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, InvalidPublicKey> {
+        if let Some(key) = crate::cache::key(bytes) {
+            return Ok(Self(key));
+        }
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| InvalidPublicKey)?;
         if key.is_weak() {
             return Err(InvalidPublicKey);
         }
+        crate::cache::remember_key(*bytes, key);
         Ok(Self(key))
     }
 
@@ -85,10 +89,17 @@ impl PublicKey {
         self.0.as_bytes()
     }
 
-    /// Checks `sig` over `msg` with `verify_strict`.
+    /// Checks `sig` over `msg` with `verify_strict` (a success is
+    /// remembered in the process-wide [`cache`](crate::cache)).
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), BadSignature> {
-        let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        self.0.verify_strict(msg, &sig).map_err(|_| BadSignature)
+        let cached = crate::cache::signature_key(self.as_bytes(), &sig.0, msg);
+        if crate::cache::verified(&cached) {
+            return Ok(());
+        }
+        let s = ed25519_dalek::Signature::from_bytes(&sig.0);
+        self.0.verify_strict(msg, &s).map_err(|_| BadSignature)?;
+        crate::cache::remember_verified(cached);
+        Ok(())
     }
 }
 

@@ -71,6 +71,7 @@ macro_rules! serde_as_text {
     };
 }
 
+pub mod cache;
 pub mod chain;
 pub mod content;
 mod dagcbor;
