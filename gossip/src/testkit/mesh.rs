@@ -4,10 +4,19 @@
 //! requests and responses, gossip with validation and forwarding — plus a
 //! durable store per node, blob reads and brane starts.
 //!
-//! Faults: message loss, latency jitter, partitions (messages between
+//! Faults: message loss, latency jitter and a slow tail, duplication and
+//! reordering, a per-node egress bandwidth, partitions (messages between
 //! groups are dropped, dials between them fail; connections stay open, as
 //! they would until QUIC's idle timeout), crashes (in-flight writes are
-//! lost) and restarts from what was durable.
+//! lost; with [`MeshSim::power_loss`] also event-store writes not yet
+//! synced), restarts from what was durable, clock skew, slow nodes, slow
+//! disks, and a member that sends whatever bytes it likes
+//! ([`MeshSim::inject_gossip`], [`MeshSim::inject_request`]).
+//!
+//! Observers (the simulator's invariants) read what happened through
+//! [`MeshSim::drain`] when [`MeshConfig::observe`] is set: every
+//! event-store write when it is committed and again when it is durable,
+//! every command reply and every node report.
 //!
 //! Same seed, same calls: the same output trace, byte for byte
 //! ([`MeshSim::trace_hash`]). This is what the simulator grows from.
@@ -24,6 +33,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use omega_identity::{ContentId, Keypair};
 use rand_chacha::ChaCha8Rng;
@@ -37,7 +47,7 @@ use crate::join::{InviteSpec, JoinToken};
 use crate::membership::State;
 use crate::node::{
     BraneKey, Command, CommandId, ConnId, Found, GossipRef, Identity, InboundId, Input, Node,
-    Output, PersistOp, Protocol, Reply, RequestId, Started, Topic, Verdict,
+    Output, PersistOp, Protocol, Reply, Report, RequestId, Started, Topic, Verdict,
 };
 use crate::placement::{Placed, place_all};
 use crate::record::{Capabilities, Profile, Resources, Substrate};
@@ -62,6 +72,40 @@ pub struct MeshConfig {
     /// The modelled brane emits one event of each type its outgoing edges
     /// carry (same key and payload); a payload of `poison` fails.
     pub process_latency: u64,
+    /// Messages given an extra [`MeshConfig::tail_ms`], per thousand (a
+    /// slow tail). Default 0.
+    pub tail_per_mille: u32,
+    /// The tail's extra latency, ms. Default 0.
+    pub tail_ms: u64,
+    /// SWIM messages and event requests delivered twice, per thousand. Default 0.
+    pub dup_per_mille: u32,
+    /// Messages held back by an extra [`MeshConfig::reorder_ms`] so later
+    /// ones overtake them, per thousand. Default 0.
+    pub reorder_per_mille: u32,
+    /// How long a reordered message is held back, ms. Default 0.
+    pub reorder_ms: u64,
+    /// Egress bandwidth of every node, bytes per ms (0: unlimited, the
+    /// default). Messages queue behind each other on the sender.
+    pub bandwidth: u64,
+    /// `None` (the default): an event-store write the node marks `sync` is
+    /// durable when it is reported, others with the next such write (the
+    /// daemon's `--event-sync always`). `Some(ms)`: every write is
+    /// reported at once and sealed every `ms` (`--event-sync MS`); a
+    /// [`MeshSim::power_loss`] loses what was not sealed.
+    pub sync_interval: Option<u64>,
+    /// Modelled branes by brane name; a brane not listed takes
+    /// [`MeshConfig::process_latency`], fails only on `poison`, and emits one
+    /// event per outgoing edge type.
+    pub branes: BTreeMap<String, BraneModel>,
+    /// Whether every output is hashed into [`MeshSim::trace_hash`]
+    /// (formatting each costs time at scale). Default true.
+    pub trace: bool,
+    /// Whether [`MeshSim::drain`] collects observations. Default false.
+    pub observe: bool,
+    /// Gossip mesh degree: each node forwards a message to this many of
+    /// its connections (the lowest by a per-pair hash, and every connection
+    /// that picked it), as gossipsub's mesh does (its `mesh_n`). Default 6.
+    pub gossip_degree: usize,
     /// Unix ms at virtual time 0. Default 1 800 000 000 000.
     pub epoch: u64,
     /// The node configuration (each node gets its own yrs client id).
@@ -78,10 +122,107 @@ impl Default for MeshConfig {
             disk_latency: 1,
             start_latency: 5,
             process_latency: 1,
+            tail_per_mille: 0,
+            tail_ms: 0,
+            dup_per_mille: 0,
+            reorder_per_mille: 0,
+            reorder_ms: 0,
+            bandwidth: 0,
+            sync_interval: None,
+            branes: BTreeMap::new(),
+            trace: true,
+            observe: false,
+            gossip_degree: 6,
             epoch: 1_800_000_000_000,
             node: crate::node::Config::default(),
         }
     }
+}
+
+/// A modelled brane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BraneModel {
+    /// Processing time, ms, uniform in `[min, max]`.
+    pub process_ms: (u64, u64),
+    /// Processings that fail, per thousand (a payload of `poison` always fails).
+    pub fail_per_mille: u32,
+    /// Events emitted per outgoing edge type, per event processed.
+    pub emits: u32,
+}
+
+impl Default for BraneModel {
+    fn default() -> Self {
+        Self {
+            process_ms: (1, 1),
+            fail_per_mille: 0,
+            emits: 1,
+        }
+    }
+}
+
+/// What happened, for observers ([`MeshSim::drain`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Obs {
+    /// Node `node` committed an event-store write (the node was told it
+    /// is done). `durable`: it is also on disk.
+    Committed {
+        /// The node.
+        node: usize,
+        /// The write.
+        ops: Arc<EventOps>,
+        /// Whether it is durable already.
+        durable: bool,
+    },
+    /// An earlier committed write became durable.
+    Sealed {
+        /// The node.
+        node: usize,
+        /// The write.
+        ops: Arc<EventOps>,
+    },
+    /// A power loss dropped this many committed writes that were not sealed.
+    Lost {
+        /// The node.
+        node: usize,
+        /// Writes lost.
+        writes: usize,
+    },
+    /// A command's reply.
+    Reply {
+        /// The node.
+        node: usize,
+        /// The command.
+        id: CommandId,
+        /// The reply.
+        reply: Reply,
+    },
+    /// Something a node reported.
+    Report {
+        /// The node.
+        node: usize,
+        /// The report.
+        report: Box<Report>,
+    },
+}
+
+/// Faults and paths counted by the harness itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Messages dropped (loss, partitions, closed connections).
+    pub dropped: u64,
+    /// Messages delivered twice.
+    pub duplicated: u64,
+    /// Messages held back so later ones overtook them.
+    pub reordered: u64,
+    /// Messages that queued behind others for bandwidth.
+    pub throttled: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Processings the brane model failed (poison or its failure rate).
+    pub failed_processings: u64,
 }
 
 #[derive(Debug)]
@@ -92,6 +233,8 @@ enum Ev {
     Persisted(usize, u64, crate::node::PersistId, PersistOp),
     Started(usize, u64, BraneKey, u64),
     Processed(usize, u64, Box<Process>),
+    /// A request's timeout (libp2p request-response's).
+    ReqTimeout(usize, u64, NodeId, RequestId),
 }
 
 /// One event a modelled brane ran (whether or not its result was then
@@ -150,11 +293,40 @@ struct Gossip {
     msg: u64,
     topic: Topic,
     author: NodeId,
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
+}
+
+/// How long a node remembers a gossip message id (gossipsub's duplicate
+/// cache), virtual ms.
+const SEEN_TTL: u64 = 120_000;
+
+/// A committed event-store write not yet on disk.
+struct Pending {
+    ops: Arc<EventOps>,
+    /// When it is sealed (`None`: with the next synced write).
+    seal_at: Option<u64>,
 }
 
 struct SimNode {
     key: Keypair,
+    /// Added to this node's unix clock, ms.
+    skew: i64,
+    /// Added to every message to this node and to its processing, ms.
+    slow: u64,
+    /// This node's disk latency, ms, when not the default.
+    disk: Option<u64>,
+    /// When this node's egress is free again.
+    egress_at: u64,
+    /// When it booted (interval seals count from here).
+    booted: u64,
+    /// Connected neighbours.
+    adjacent: BTreeSet<usize>,
+    /// The neighbours this node picked for its gossip mesh, and those that picked it.
+    mesh: BTreeSet<usize>,
+    grafted_by: BTreeSet<usize>,
+    /// What is on disk of the event store.
+    synced: EventStore,
+    journal: std::collections::VecDeque<Pending>,
     profile: Profile,
     addr: String,
     seeds: Vec<String>,
@@ -168,6 +340,8 @@ struct SimNode {
     banned: BTreeSet<usize>,
     next_id: u64,
     inbound: BTreeMap<InboundId, (usize, RequestId)>,
+    /// Requests of this node not answered yet, and to whom.
+    outstanding: BTreeMap<RequestId, usize>,
     gossip: BTreeMap<GossipRef, Gossip>,
     seen: BTreeSet<u64>,
     replies: BTreeMap<CommandId, Reply>,
@@ -199,8 +373,11 @@ pub struct MeshSim {
     trace_lines: u64,
     ran: Vec<Ran>,
     hlc_counter: u32,
-    delivered: u64,
-    dropped: u64,
+    traffic: Traffic,
+    obs: Vec<(u64, Obs)>,
+    /// Gossip published (time, first message id), to expire `seen` ids.
+    published: std::collections::VecDeque<(u64, u64)>,
+    seen_floor: u64,
 }
 
 impl std::fmt::Debug for MeshSim {
@@ -254,8 +431,10 @@ impl MeshSim {
             trace_lines: 0,
             ran: Vec::new(),
             hlc_counter: 0,
-            delivered: 0,
-            dropped: 0,
+            traffic: Traffic::default(),
+            obs: Vec::new(),
+            published: std::collections::VecDeque::new(),
+            seen_floor: 0,
         }
     }
 
@@ -284,27 +463,57 @@ impl MeshSim {
         capabilities: Capabilities,
         token: Option<JoinToken>,
     ) -> usize {
+        self.add_node_full(name, substrate, capabilities, 8 << 30, token)
+    }
+
+    /// Adds a node advertising `memory_bytes` of memory.
+    pub fn add_node_full(
+        &mut self,
+        name: &str,
+        substrate: Substrate,
+        capabilities: Capabilities,
+        memory_bytes: u64,
+        token: Option<JoinToken>,
+    ) -> usize {
         let i = self.nodes.len();
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
         let key = Keypair::from_seed(seed);
         let addr = format!("/sim/{i}");
-        let seeds = self
-            .nodes
+        // The first live node, and one more live node at random.
+        let live = self.live();
+        let mut seeds: Vec<String> = live
             .first()
-            .map(|n| vec![n.addr.clone()])
-            .unwrap_or_default();
+            .map(|&j| self.nodes[j].addr.clone())
+            .into_iter()
+            .collect();
+        if live.len() > 1 {
+            let j = live[(self.rng.next_u64() % live.len() as u64) as usize];
+            if !seeds.contains(&self.nodes[j].addr) {
+                seeds.push(self.nodes[j].addr.clone());
+            }
+        }
         self.index.insert(NodeId::from(key.public()), i);
         self.by_addr.insert(addr.clone(), i);
         self.nodes.push(SimNode {
             key,
+            skew: 0,
+            slow: 0,
+            disk: None,
+            egress_at: 0,
+            booted: 0,
+            adjacent: BTreeSet::new(),
+            mesh: BTreeSet::new(),
+            grafted_by: BTreeSet::new(),
+            synced: EventStore::default(),
+            journal: std::collections::VecDeque::new(),
             profile: Profile {
                 name: name.into(),
                 substrate,
                 capabilities,
                 resources: Resources {
                     cpu_millis: 4000,
-                    memory_bytes: 8 << 30,
+                    memory_bytes,
                 },
                 addresses: Vec::new(),
             },
@@ -320,6 +529,7 @@ impl MeshSim {
             banned: BTreeSet::new(),
             next_id: 0,
             inbound: BTreeMap::new(),
+            outstanding: BTreeMap::new(),
             gossip: BTreeMap::new(),
             seen: BTreeSet::new(),
             replies: BTreeMap::new(),
@@ -328,19 +538,22 @@ impl MeshSim {
         i
     }
 
-    fn time(&self) -> Now {
+    fn time(&self, i: usize) -> Now {
         Now {
             mono: Mono(self.now),
-            unix: Unix(self.config.epoch + self.now),
+            unix: Unix((self.config.epoch + self.now).saturating_add_signed(self.nodes[i].skew)),
         }
     }
 
     fn boot(&mut self, i: usize, token: Option<JoinToken>) {
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
-        let now = self.time();
+        let now = self.time(i);
+        let booted = self.now;
         let n = &mut self.nodes[i];
         n.life += 1;
+        n.booted = booted;
+        n.egress_at = booted;
         let mut config = self.config.node.clone();
         config.desired.client_id = ((i as u64) << 20 | n.life) & ((1 << 53) - 1) | 1;
         let identity = Identity {
@@ -368,19 +581,54 @@ impl MeshSim {
     /// Crashes node `i`: its in-flight writes are lost; peers see its
     /// connections close.
     pub fn crash(&mut self, i: usize) {
+        self.crash_with(i, false);
+    }
+
+    /// Crashes node `i` as a power loss does: besides in-flight writes,
+    /// event-store writes that were committed but not yet sealed are lost
+    /// (only under [`MeshConfig::sync_interval`], or removals not yet
+    /// followed by a synced write).
+    pub fn power_loss(&mut self, i: usize) {
+        self.crash_with(i, true);
+    }
+
+    fn crash_with(&mut self, i: usize, lose_unsynced: bool) {
+        if self.nodes[i].node.is_none() {
+            return;
+        }
+        if lose_unsynced {
+            self.seal(i);
+            let n = &mut self.nodes[i];
+            let writes = n.journal.len();
+            n.journal.clear();
+            n.event_store = n.synced.clone();
+            if writes > 0 && self.config.observe {
+                self.obs.push((self.now, Obs::Lost { node: i, writes }));
+            }
+        } else {
+            // A killed process leaves its committed writes to the OS.
+            let n = &mut self.nodes[i];
+            for p in std::mem::take(&mut n.journal) {
+                n.synced.apply(&p.ops);
+                if self.config.observe {
+                    self.obs.push((
+                        self.now,
+                        Obs::Sealed {
+                            node: i,
+                            ops: p.ops,
+                        },
+                    ));
+                }
+            }
+        }
         self.nodes[i].node = None;
         self.nodes[i].life += 1;
         self.nodes[i].running.clear();
         self.nodes[i].inbound.clear();
+        self.nodes[i].outstanding.clear();
         self.nodes[i].gossip.clear();
-        let mine: Vec<(usize, usize)> = self
-            .conns
-            .keys()
-            .filter(|(a, b)| *a == i || *b == i)
-            .copied()
-            .collect();
-        for (a, b) in mine {
-            let other = if a == i { b } else { a };
+        let mine: Vec<usize> = self.nodes[i].adjacent.iter().copied().collect();
+        for other in mine {
             self.close(i, other, false);
         }
     }
@@ -416,9 +664,11 @@ impl MeshSim {
         if !self.nodes[i].running.contains_key(&p.to) {
             return Err(ProcessError::NotRunning);
         }
+        let model = self.config.branes.get(&p.to.brane);
         if p.event.payload == b"poison" {
             return Err(ProcessError::Failed("poisoned".into()));
         }
+        let emits = model.map_or(1, |m| m.emits) as usize;
         let mut types: Vec<&str> = node
             .event_topology()
             .edges
@@ -434,12 +684,188 @@ impl MeshSim {
         types.dedup();
         Ok(types
             .into_iter()
+            .flat_map(|ty| std::iter::repeat_n(ty, emits))
             .map(|ty| Emit {
                 ty: ty.to_owned(),
                 key: p.event.key.clone(),
                 payload: p.event.payload.clone(),
             })
             .collect())
+    }
+
+    /// Whether the brane model fails this processing (its failure rate).
+    fn model_fails(&mut self, brane: &str) -> bool {
+        let rate = self
+            .config
+            .branes
+            .get(brane)
+            .map_or(0, |m| m.fail_per_mille);
+        rate > 0 && (self.rng.next_u64() % 1000) < u64::from(rate)
+    }
+
+    fn process_time(&mut self, i: usize, brane: &str) -> u64 {
+        let (lo, hi) = self.config.branes.get(brane).map_or(
+            (self.config.process_latency, self.config.process_latency),
+            |m| m.process_ms,
+        );
+        let span = hi.saturating_sub(lo);
+        let t = lo
+            + if span == 0 {
+                0
+            } else {
+                self.rng.next_u64() % (span + 1)
+            };
+        t + self.nodes[i].slow
+    }
+
+    /// Sets node `i`'s clock skew (ms added to its unix clock; its
+    /// monotonic clock is unaffected). Takes effect with its next input.
+    pub fn set_skew(&mut self, i: usize, ms: i64) {
+        self.nodes[i].skew = ms;
+    }
+
+    /// Makes node `i` slow: `ms` more for every message it receives and
+    /// every event it processes (0: normal again).
+    pub fn set_slow(&mut self, i: usize, ms: u64) {
+        self.nodes[i].slow = ms;
+    }
+
+    /// Sets node `i`'s disk latency, ms (`None`: the configured default).
+    pub fn set_disk(&mut self, i: usize, ms: Option<u64>) {
+        self.nodes[i].disk = ms;
+    }
+
+    /// Node `i` publishes `bytes` on `topic` as their author, whatever
+    /// they are: a member misbehaving. Its neighbours validate them as they
+    /// would anything else.
+    pub fn inject_gossip(&mut self, i: usize, topic: Topic, bytes: Vec<u8>) {
+        if self.nodes[i].node.is_none() {
+            return;
+        }
+        let msg = self.new_msg();
+        self.nodes[i].seen.insert(msg);
+        let me = self.id(i);
+        self.forward(i, None, msg, topic, me, bytes.into());
+    }
+
+    /// Node `i` sends `bytes` as a request on `protocol` to node `j`
+    /// (the answer, if any, goes nowhere).
+    pub fn inject_request(&mut self, i: usize, j: usize, protocol: Protocol, bytes: Vec<u8>) {
+        if self.nodes[i].node.is_none() || !self.passes(i, j) {
+            return;
+        }
+        let me = self.id(i);
+        let n = &mut self.nodes[j];
+        n.next_id += 1;
+        let id = InboundId(n.next_id);
+        let input = if protocol == Protocol::Swim {
+            Input::Swim { from: me, bytes }
+        } else {
+            Input::Request {
+                from: me,
+                protocol,
+                id,
+                bytes,
+            }
+        };
+        let size = input_size(&input);
+        self.send(i, j, input, size);
+    }
+
+    /// What happened since the last call (with [`MeshConfig::observe`]),
+    /// each with its virtual time.
+    pub fn drain(&mut self) -> Vec<(u64, Obs)> {
+        std::mem::take(&mut self.obs)
+    }
+
+    /// Seals, on every live node, the event-store writes whose sync is due.
+    pub fn seal_due(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].node.is_some() {
+                self.seal(i);
+            }
+        }
+    }
+
+    fn seal(&mut self, i: usize) {
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        while let Some(p) = n.journal.front() {
+            if p.seal_at.is_none_or(|t| t > now) {
+                break;
+            }
+            let Some(p) = n.journal.pop_front() else {
+                break;
+            };
+            n.synced.apply(&p.ops);
+            if self.config.observe {
+                self.obs.push((
+                    self.now,
+                    Obs::Sealed {
+                        node: i,
+                        ops: p.ops,
+                    },
+                ));
+            }
+        }
+    }
+
+    /// Commits one event-store write on node `i` (it is reported done).
+    fn commit_events(&mut self, i: usize, ops: EventOps) {
+        self.seal(i);
+        let ops = Arc::new(ops);
+        let now = self.now;
+        let interval = self.config.sync_interval;
+        let n = &mut self.nodes[i];
+        n.event_store.apply(&ops);
+        let durable = match interval {
+            None if ops.sync => {
+                // A synced write seals everything before it.
+                for p in std::mem::take(&mut n.journal) {
+                    n.synced.apply(&p.ops);
+                    if self.config.observe {
+                        self.obs.push((
+                            self.now,
+                            Obs::Sealed {
+                                node: i,
+                                ops: p.ops,
+                            },
+                        ));
+                    }
+                }
+                n.synced.apply(&ops);
+                true
+            }
+            None => {
+                n.journal.push_back(Pending {
+                    ops: ops.clone(),
+                    seal_at: None,
+                });
+                false
+            }
+            Some(ms) => {
+                // Each node seals on its own phase (not all on round times).
+                let ms = ms.max(1);
+                let origin = n.booted + ((i as u64 + 1) * 7_919 + n.life * 131) % ms;
+                let since = now.saturating_sub(origin);
+                let seal_at = origin + since.div_ceil(ms).max(1) * ms;
+                n.journal.push_back(Pending {
+                    ops: ops.clone(),
+                    seal_at: Some(seal_at),
+                });
+                false
+            }
+        };
+        if self.config.observe {
+            self.obs.push((
+                self.now,
+                Obs::Committed {
+                    node: i,
+                    ops,
+                    durable,
+                },
+            ));
+        }
     }
 
     /// Restarts a crashed node from what it had made durable.
@@ -579,15 +1005,15 @@ impl MeshSim {
     /// Whether a message from `a` to `b` gets through now.
     fn passes(&mut self, a: usize, b: usize) -> bool {
         if !self.reachable(a, b) || !self.connected(a, b) {
-            self.dropped += 1;
+            self.traffic.dropped += 1;
             return false;
         }
         let loss = self.config.loss_per_mille;
         if loss > 0 && (self.rng.next_u64() % 1000) < u64::from(loss) {
-            self.dropped += 1;
+            self.traffic.dropped += 1;
             return false;
         }
-        self.delivered += 1;
+        self.traffic.delivered += 1;
         true
     }
 
@@ -608,8 +1034,21 @@ impl MeshSim {
                 }
             }
             Ev::Deliver(i, life, input) => {
-                if self.nodes[i].life == life {
-                    self.input(i, input);
+                if self.nodes[i].life != life {
+                    return;
+                }
+                // An answer to a request that already failed goes nowhere.
+                if let Input::Response { id, .. } = &input
+                    && self.nodes[i].outstanding.remove(id).is_none()
+                {
+                    return;
+                }
+                self.input(i, input);
+            }
+            Ev::ReqTimeout(i, life, to, id) => {
+                if self.nodes[i].life == life && self.nodes[i].outstanding.remove(&id).is_some() {
+                    let error = "timed out".to_owned();
+                    self.input(i, Input::RequestFailed { to, id, error });
                 }
             }
             Ev::Connect(a, b) => {
@@ -625,6 +1064,10 @@ impl MeshSim {
                 self.next_conn += 1;
                 let conn = self.next_conn;
                 self.conns.insert(key, conn);
+                self.nodes[a].adjacent.insert(b);
+                self.nodes[b].adjacent.insert(a);
+                self.remesh(a);
+                self.remesh(b);
                 let (ida, idb) = (self.id(a), self.id(b));
                 let (addr_a, addr_b) = (self.nodes[a].addr.clone(), self.nodes[b].addr.clone());
                 self.input(
@@ -651,7 +1094,7 @@ impl MeshSim {
                 match op {
                     PersistOp::Append(u) => self.nodes[i].store.push(u),
                     PersistOp::Compact(doc) => self.nodes[i].store = vec![doc],
-                    PersistOp::Events(ops) => self.nodes[i].event_store.apply(&ops),
+                    PersistOp::Events(ops) => self.commit_events(i, ops),
                 }
                 self.input(i, Input::Persisted { id, result: Ok(()) });
             }
@@ -659,7 +1102,14 @@ impl MeshSim {
                 if self.nodes[i].life != life {
                     return;
                 }
-                let result = self.model(i, &p);
+                let result = if self.model_fails(&p.to.brane) {
+                    Err(ProcessError::Failed("the brane model failed".into()))
+                } else {
+                    self.model(i, &p)
+                };
+                if result.is_err() {
+                    self.traffic.failed_processings += 1;
+                }
                 self.ran.push(Ran {
                     node: i,
                     brane: p.to.clone(),
@@ -704,6 +1154,12 @@ impl MeshSim {
         let Some(conn) = self.conns.remove(&key) else {
             return;
         };
+        self.nodes[a].adjacent.remove(&b);
+        self.nodes[b].adjacent.remove(&a);
+        self.remesh(a);
+        self.remesh(b);
+        self.fail_requests(a, b);
+        self.fail_requests(b, a);
         let (ida, idb) = (self.id(a), self.id(b));
         if tell_a {
             self.input(
@@ -731,7 +1187,7 @@ impl MeshSim {
 
     /// Feeds one input to node `i` and carries out everything it outputs.
     fn input(&mut self, i: usize, input: Input) {
-        let now = self.time();
+        let now = self.time(i);
         let Some(node) = self.nodes[i].node.as_mut() else {
             return;
         };
@@ -742,7 +1198,9 @@ impl MeshSim {
         }
         let next = node.poll_timeout().0.max(self.now + 1);
         for o in outputs {
-            self.trace_line(i, &o);
+            if self.config.trace {
+                self.trace_line(i, &o);
+            }
             self.output(i, o);
         }
         let n = &mut self.nodes[i];
@@ -758,12 +1216,6 @@ impl MeshSim {
         self.trace.update(line.as_bytes());
     }
 
-    fn deliver(&mut self, to: usize, input: Input) {
-        let at = self.now + self.latency();
-        let life = self.nodes[to].life;
-        self.schedule(at, Ev::Deliver(to, life, input));
-    }
-
     fn output(&mut self, i: usize, o: Output) {
         let me = self.id(i);
         match o {
@@ -771,7 +1223,13 @@ impl MeshSim {
                 if let Some(j) = self.index.get(&to).copied()
                     && self.passes(i, j)
                 {
-                    self.deliver(j, Input::Swim { from: me, bytes });
+                    let size = bytes.len();
+                    let input = Input::Swim { from: me, bytes };
+                    if self.chance(self.config.dup_per_mille) {
+                        self.traffic.duplicated += 1;
+                        self.send(i, j, input.clone(), size);
+                    }
+                    self.send(i, j, input, size);
                 }
             }
             Output::Request {
@@ -784,24 +1242,21 @@ impl MeshSim {
                 let Some((j, req)) = self.nodes[i].inbound.remove(&id) else {
                     return;
                 };
+                // A lost answer: the requester's timeout fires.
                 if self.passes(i, j) {
-                    self.deliver(
-                        j,
-                        Input::Response {
-                            from: me,
-                            id: req,
-                            bytes,
-                        },
-                    );
-                } else {
-                    self.time_out(j, me, req);
+                    let size = bytes.len();
+                    let input = Input::Response {
+                        from: me,
+                        id: req,
+                        bytes,
+                    };
+                    self.send(i, j, input, size);
                 }
             }
             Output::Publish { topic, bytes } => {
-                self.next_msg += 1;
-                let msg = self.next_msg;
+                let msg = self.new_msg();
                 self.nodes[i].seen.insert(msg);
-                self.forward(i, None, msg, topic, me, &bytes);
+                self.forward(i, None, msg, topic, me, bytes.into());
             }
             Output::Validate {
                 id,
@@ -813,11 +1268,11 @@ impl MeshSim {
                 };
                 if verdict == Verdict::Accept {
                     let from = self.index.get(&source).copied();
-                    self.forward(i, from, g.msg, g.topic, g.author, &g.bytes);
+                    self.forward(i, from, g.msg, g.topic, g.author, g.bytes);
                 }
             }
             Output::Persist { id, op } => {
-                let at = self.now + self.config.disk_latency;
+                let at = self.now + self.nodes[i].disk.unwrap_or(self.config.disk_latency);
                 let life = self.nodes[i].life;
                 self.schedule(at, Ev::Persisted(i, life, id, op));
             }
@@ -882,20 +1337,42 @@ impl MeshSim {
                 }
             }
             Output::Reply { id, reply } => {
+                if self.config.observe {
+                    self.obs.push((
+                        self.now,
+                        Obs::Reply {
+                            node: i,
+                            id,
+                            reply: reply.clone(),
+                        },
+                    ));
+                }
                 self.nodes[i].replies.insert(id, reply);
             }
             Output::Process(p) => {
-                let at = self.now + self.config.process_latency;
+                let at = self.now + self.process_time(i, &p.to.brane);
                 let life = self.nodes[i].life;
                 self.schedule(at, Ev::Processed(i, life, p));
             }
-            Output::Ready { .. } | Output::Report(_) => {}
+            Output::Report(report) => {
+                if self.config.observe && observed(&report) {
+                    self.obs.push((
+                        self.now,
+                        Obs::Report {
+                            node: i,
+                            report: Box::new(report),
+                        },
+                    ));
+                }
+            }
+            Output::Ready { .. } => {}
         }
     }
 
     fn request(&mut self, i: usize, to: NodeId, protocol: Protocol, id: RequestId, bytes: Vec<u8>) {
         let me = self.id(i);
         let Some(j) = self.index.get(&to).copied() else {
+            self.nodes[i].outstanding.insert(id, usize::MAX);
             return self.time_out(i, to, id);
         };
         if !self.connected(i, j) {
@@ -907,38 +1384,143 @@ impl MeshSim {
                 Ev::Deliver(i, life, Input::RequestFailed { to, id, error }),
             );
         }
-        if !self.passes(i, j) {
-            return self.time_out(i, to, id);
+        if protocol != Protocol::Swim {
+            self.nodes[i].outstanding.insert(id, j);
+            self.time_out(i, to, id);
         }
-        let n = &mut self.nodes[j];
-        n.next_id += 1;
-        let inbound = InboundId(n.next_id);
-        n.inbound.insert(inbound, (i, id));
-        let input = if protocol == Protocol::Swim {
-            Input::Swim { from: me, bytes }
+        if !self.passes(i, j) {
+            return;
+        }
+        let copies = if protocol == Protocol::Event && self.chance(self.config.dup_per_mille) {
+            self.traffic.duplicated += 1;
+            2
         } else {
-            Input::Request {
-                from: me,
-                protocol,
-                id: inbound,
-                bytes,
-            }
+            1
         };
-        self.deliver(j, input);
+        for _ in 0..copies {
+            let n = &mut self.nodes[j];
+            n.next_id += 1;
+            let inbound = InboundId(n.next_id);
+            n.inbound.insert(inbound, (i, id));
+            let size = bytes.len();
+            let input = if protocol == Protocol::Swim {
+                Input::Swim {
+                    from: me,
+                    bytes: bytes.clone(),
+                }
+            } else {
+                Input::Request {
+                    from: me,
+                    protocol,
+                    id: inbound,
+                    bytes: bytes.clone(),
+                }
+            };
+            self.send(i, j, input, size);
+        }
+    }
+
+    fn chance(&mut self, per_mille: u32) -> bool {
+        per_mille > 0 && (self.rng.next_u64() % 1000) < u64::from(per_mille)
+    }
+
+    /// Carries a message of `size` bytes from `i` to `j`: bandwidth, the
+    /// latency with its tail, reordering, and `j`'s slowness.
+    fn send(&mut self, i: usize, j: usize, input: Input, size: usize) {
+        self.traffic.bytes += size as u64;
+        let mut at = self.now;
+        let bw = self.config.bandwidth;
+        if bw > 0 {
+            let n = &mut self.nodes[i];
+            let start = n.egress_at.max(self.now);
+            if start > self.now {
+                self.traffic.throttled += 1;
+            }
+            n.egress_at = start + (size as u64).div_ceil(bw);
+            at = n.egress_at;
+        }
+        at += self.latency() + self.nodes[j].slow;
+        if self.chance(self.config.tail_per_mille) {
+            at += self.config.tail_ms;
+        }
+        if self.chance(self.config.reorder_per_mille) {
+            self.traffic.reordered += 1;
+            at += self.config.reorder_ms;
+        }
+        let life = self.nodes[j].life;
+        self.schedule(at, Ev::Deliver(j, life, input));
     }
 
     fn time_out(&mut self, i: usize, to: NodeId, id: RequestId) {
         let at = self.now + self.config.request_timeout;
         let life = self.nodes[i].life;
-        let error = "timed out".to_owned();
-        self.schedule(
-            at,
-            Ev::Deliver(i, life, Input::RequestFailed { to, id, error }),
-        );
+        self.schedule(at, Ev::ReqTimeout(i, life, to, id));
     }
 
-    /// Gossip: hands message `msg` to every neighbor of `i` (but `from`)
-    /// that has not seen it; each validates before forwarding further.
+    /// A closed connection fails every request still open on it, both
+    /// ways (as libp2p's request-response does).
+    fn fail_requests(&mut self, x: usize, y: usize) {
+        let to = self.id(y);
+        let open: Vec<RequestId> = self.nodes[x]
+            .outstanding
+            .iter()
+            .filter(|(_, t)| **t == y)
+            .map(|(id, _)| *id)
+            .collect();
+        let life = self.nodes[x].life;
+        for id in open {
+            self.nodes[x].outstanding.remove(&id);
+            let error = "connection closed".to_owned();
+            self.schedule(
+                self.now,
+                Ev::Deliver(x, life, Input::RequestFailed { to, id, error }),
+            );
+        }
+    }
+
+    fn new_msg(&mut self) -> u64 {
+        self.next_msg += 1;
+        let msg = self.next_msg;
+        self.published.push_back((self.now, msg));
+        while let Some(&(t, m)) = self.published.front() {
+            if self.now.saturating_sub(t) <= SEEN_TTL {
+                break;
+            }
+            self.published.pop_front();
+            self.seen_floor = m + 1;
+        }
+        msg
+    }
+
+    /// Re-picks node `i`'s gossip mesh after its connections changed: its
+    /// `gossip_degree` neighbours with the lowest per-pair hash.
+    fn remesh(&mut self, i: usize) {
+        let d = self.config.gossip_degree.max(1);
+        let mix = |a: usize, b: usize| {
+            let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
+            (lo.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ hi.wrapping_mul(0xc2b2_ae3d_27d4_eb4f))
+                .rotate_left(29)
+                .wrapping_mul(0x1656_67b1_9e37_79f9)
+        };
+        let mut ranked: Vec<(u64, usize)> = self.nodes[i]
+            .adjacent
+            .iter()
+            .map(|&j| (mix(i, j), j))
+            .collect();
+        ranked.sort_unstable();
+        let new: BTreeSet<usize> = ranked.into_iter().take(d).map(|(_, j)| j).collect();
+        let old = std::mem::take(&mut self.nodes[i].mesh);
+        for j in old.difference(&new) {
+            self.nodes[*j].grafted_by.remove(&i);
+        }
+        for j in new.difference(&old) {
+            self.nodes[*j].grafted_by.insert(i);
+        }
+        self.nodes[i].mesh = new;
+    }
+
+    /// Gossip: hands message `msg` to the neighbours in `i`'s mesh (but
+    /// `from`) that have not seen it; each validates before forwarding.
     fn forward(
         &mut self,
         i: usize,
@@ -946,25 +1528,26 @@ impl MeshSim {
         msg: u64,
         topic: Topic,
         author: NodeId,
-        bytes: &[u8],
+        bytes: Arc<[u8]>,
     ) {
         let source = self.id(i);
-        let neighbors: Vec<usize> = self
-            .conns
-            .keys()
-            .filter_map(|(a, b)| match (*a == i, *b == i) {
-                (true, _) => Some(*b),
-                (_, true) => Some(*a),
-                _ => None,
-            })
+        let n = &self.nodes[i];
+        let neighbors: Vec<usize> = n
+            .mesh
+            .union(&n.grafted_by)
+            .copied()
             .filter(|j| Some(*j) != from)
             .collect();
+        let floor = self.seen_floor;
         for j in neighbors {
             if self.nodes[j].seen.contains(&msg) || !self.passes(i, j) {
                 continue;
             }
             let n = &mut self.nodes[j];
             n.seen.insert(msg);
+            if n.seen.first().is_some_and(|m| *m < floor) && n.seen.len().is_multiple_of(64) {
+                n.seen = n.seen.split_off(&floor);
+            }
             n.next_id += 1;
             let id = GossipRef(n.next_id);
             n.gossip.insert(
@@ -973,19 +1556,17 @@ impl MeshSim {
                     msg,
                     topic,
                     author,
-                    bytes: bytes.to_vec(),
+                    bytes: bytes.clone(),
                 },
             );
-            self.deliver(
-                j,
-                Input::Gossip {
-                    id,
-                    source,
-                    author: Some(author),
-                    topic,
-                    bytes: bytes.to_vec(),
-                },
-            );
+            let input = Input::Gossip {
+                id,
+                source,
+                author: Some(author),
+                topic,
+                bytes: bytes.to_vec(),
+            };
+            self.send(i, j, input, bytes.len());
         }
     }
 
@@ -1045,7 +1626,17 @@ impl MeshSim {
     /// computes the same placement, and every live node runs exactly what
     /// that placement gives it.
     pub fn converged(&self) -> bool {
-        let live = self.live();
+        self.converged_among(&self.live())
+    }
+
+    /// [`MeshSim::converged`] judged by the live nodes in `sample` only (at
+    /// scale, comparing every node with every other is the costly part).
+    pub fn converged_among(&self, sample: &[usize]) -> bool {
+        let live: Vec<usize> = sample
+            .iter()
+            .copied()
+            .filter(|i| self.nodes[*i].node.is_some())
+            .collect();
         let Some(&first) = live.first() else {
             return true;
         };
@@ -1101,6 +1692,81 @@ impl MeshSim {
 
     /// Messages delivered and dropped so far.
     pub fn traffic(&self) -> (u64, u64) {
-        (self.delivered, self.dropped)
+        (self.traffic.delivered, self.traffic.dropped)
+    }
+
+    /// Everything the harness counted.
+    pub fn counters(&self) -> Traffic {
+        self.traffic
+    }
+
+    /// Node `i`'s key.
+    pub fn key(&self, i: usize) -> &Keypair {
+        &self.nodes[i].key
+    }
+
+    /// Node `i`'s event store as committed (what a process restart loads).
+    pub fn event_store(&self, i: usize) -> &EventStore {
+        &self.nodes[i].event_store
+    }
+
+    /// A fresh hybrid-clock timestamp for a record signed outside the mesh.
+    pub fn hlc(&mut self) -> Hlc {
+        self.next_hlc()
+    }
+
+    /// Node `i`'s name.
+    pub fn name(&self, i: usize) -> &str {
+        &self.nodes[i].profile.name
+    }
+
+    /// Node `i`'s profile as configured (what it really is, whatever it claims).
+    pub fn profile(&self, i: usize) -> &Profile {
+        &self.nodes[i].profile
+    }
+
+    /// The index of node `id`.
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// Whether the network is split now.
+    pub fn partitioned(&self) -> bool {
+        self.groups.is_some()
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+/// The reports observers get: suspicions, refutations, deaths, refusals,
+/// strikes, bans and brane changes (not the many routine ones: joins,
+/// admissions, desired-state changes).
+fn observed(report: &Report) -> bool {
+    use crate::membership::Event;
+    match report {
+        Report::Member { event, .. } => matches!(
+            event,
+            Event::Suspect { .. } | Event::Alive { .. } | Event::Dead { .. }
+        ),
+        Report::Refusal(_)
+        | Report::Strike { .. }
+        | Report::Banned { .. }
+        | Report::Revoked(_)
+        | Report::Brane { .. } => true,
+        _ => false,
+    }
+}
+
+/// Bytes a network input carries (for bandwidth accounting).
+fn input_size(input: &Input) -> usize {
+    match input {
+        Input::Swim { bytes, .. }
+        | Input::Request { bytes, .. }
+        | Input::Response { bytes, .. }
+        | Input::Gossip { bytes, .. } => bytes.len(),
+        _ => 0,
     }
 }
