@@ -28,6 +28,7 @@ mod node;
 mod output;
 mod peers;
 mod run;
+mod simulate;
 mod token;
 
 use std::path::PathBuf;
@@ -106,6 +107,8 @@ pub enum Command {
     /// Build, store and probe guest images of frontier (microVM) branes.
     #[command(subcommand)]
     Guest(guest::GuestCommand),
+    /// Simulate a mesh before you build it: the node brains the daemon runs, in virtual time, with faults and invariants.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Parse the process arguments, run the verb, print, and return the exit code.
@@ -157,6 +160,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<ExitCode, CliError> {
         Command::Dlq(cmd) => events::dlq(cmd, out),
         Command::Bench(cmd) => bench::run(cmd, out),
         Command::Guest(cmd) => guest::run(cmd, &key_path, out),
+        Command::Simulate(args) => simulate::run_cmd(args, out),
     }
 }
 
