@@ -176,6 +176,11 @@ fn mesh_chapter_examples_run() {
 }
 
 #[test]
+fn simulate_chapter_examples_run() {
+    assert!(run_page("simulate.md") >= 4);
+}
+
+#[test]
 fn every_verb_has_a_tested_example() {
     let page = std::fs::read_to_string(repo_root().join("docs/src/cli.md")).unwrap();
     let commands: Vec<String> = parse(&page).into_iter().map(|e| e.command).collect();
@@ -193,6 +198,8 @@ fn every_verb_has_a_tested_example() {
         "omega image push",
         "omega image ls",
         "omega bench coldstart",
+        "omega bench simulate",
+        "omega simulate",
     ] {
         assert!(
             commands.iter().any(|c| c.starts_with(verb)),

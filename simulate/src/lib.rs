@@ -60,3 +60,84 @@ pub fn version() -> String {
 pub fn sweep(loaded: &Loaded, seeds: std::ops::Range<u64>) -> Vec<Report> {
     seeds.map(|s| run(loaded, s).report).collect()
 }
+
+/// The scale benchmark's scenario for `nodes` nodes and `virtual_ms` of
+/// virtual time: 1 % gaia, 29 % biome, 70 % habitat, joining over the
+/// first fifth; one three-brane manifest applied after that; 100 events/s
+/// from outside for the middle half; no faults. `omega bench simulate`
+/// runs it at 100, 1,000 and 10,000 nodes.
+pub fn scale_scenario(nodes: usize, virtual_ms: u64) -> Result<Loaded, ScenarioError> {
+    let gaia = (nodes / 100).max(1);
+    let biome = (nodes * 29 / 100).max(1);
+    let habitat = nodes.saturating_sub(gaia + biome).max(1);
+    let join = virtual_ms / 5;
+    let apply = join + virtual_ms / 20;
+    let (from, until) = (virtual_ms / 4 + apply / 2, virtual_ms * 9 / 10);
+    let sense = (habitat / 100).clamp(1, 64);
+    let aggregate = (biome / 100).clamp(1, 16);
+    let text = format!(
+        r#"name = "scale: {nodes} nodes"
+duration = "{virtual_ms}ms"
+join_over = "{join}ms"
+
+[[nodes]]
+class = "gaia"
+count = {gaia}
+substrate = "gaia"
+
+[[nodes]]
+class = "biome"
+count = {biome}
+substrate = "biome"
+
+[[nodes]]
+class = "habitat"
+count = {habitat}
+substrate = "habitat"
+
+[[manifest]]
+name = "telemetry"
+at = "{apply}ms"
+toml = '''
+[brane.sense]
+substrate = "habitat"
+image = "sense:1.0"
+replicas = {sense}
+
+[brane.aggregate]
+substrate = "biome"
+image = "aggregate:1.0"
+replicas = {aggregate}
+
+[brane.warehouse]
+substrate = "gaia"
+image = "warehouse:1.0"
+
+[graph]
+edges = [
+  {{ from = "sense", to = "aggregate", on = "reading" }},
+  {{ from = "aggregate", to = "warehouse", on = "summary", ordered = true }},
+]
+'''
+
+[[workload]]
+manifest = "telemetry"
+to = "sense"
+type = "reading"
+rate = 100
+from = "{from}ms"
+until = "{until}ms"
+keys = 1000
+
+[network]
+latency_ms = [2, 40]
+
+[check]
+converge_within = "{converge}ms"
+sample = 4
+every = "5s"
+"#,
+        converge = virtual_ms / 2
+    );
+    Scenario::parse(&text, "scale")?.check("scale")
+}

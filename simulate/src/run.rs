@@ -538,37 +538,25 @@ impl<'a> Runner<'a> {
                 }
             }
             FaultKind::Skew { node, ms, lasts } => {
-                let Some(i) = self.pick(node) else { return };
-                self.sim.set_skew(i, *ms);
-                self.count("clock skews", 1);
-                self.note(format!("skew {} by {ms} ms", self.nodes[i].name));
-                self.spans
-                    .push(Span::new(kind, &self.nodes[i].name, now, end));
-                if let Some(d) = lasts {
-                    self.at(now + d.ms(), Action::FaultEnd(f, vec![i]));
-                }
+                let ms = *ms;
+                self.node_fault(f, node, *lasts, "clock skews", move |sim, i| {
+                    sim.set_skew(i, ms);
+                    format!("skew by {ms} ms")
+                });
             }
             FaultKind::Slow { node, ms, lasts } => {
-                let Some(i) = self.pick(node) else { return };
-                self.sim.set_slow(i, *ms);
-                self.count("slow nodes", 1);
-                self.note(format!("{} slow by {ms} ms", self.nodes[i].name));
-                self.spans
-                    .push(Span::new(kind, &self.nodes[i].name, now, end));
-                if let Some(d) = lasts {
-                    self.at(now + d.ms(), Action::FaultEnd(f, vec![i]));
-                }
+                let ms = *ms;
+                self.node_fault(f, node, *lasts, "slow nodes", move |sim, i| {
+                    sim.set_slow(i, ms);
+                    format!("slow by {ms} ms")
+                });
             }
             FaultKind::SlowDisk { node, ms, lasts } => {
-                let Some(i) = self.pick(node) else { return };
-                self.sim.set_disk(i, Some(*ms));
-                self.count("slow disks", 1);
-                self.note(format!("{} disk at {ms} ms per write", self.nodes[i].name));
-                self.spans
-                    .push(Span::new(kind, &self.nodes[i].name, now, end));
-                if let Some(d) = lasts {
-                    self.at(now + d.ms(), Action::FaultEnd(f, vec![i]));
-                }
+                let ms = *ms;
+                self.node_fault(f, node, *lasts, "slow disks", move |sim, i| {
+                    sim.set_disk(i, Some(ms));
+                    format!("disk at {ms} ms per write")
+                });
             }
             FaultKind::Churn { class, lasts, .. } => {
                 self.note(format!("churn of {class} for {lasts}"));
@@ -585,6 +573,31 @@ impl<'a> Runner<'a> {
                     .push(Span::new(kind, &self.nodes[i].name, now, end));
                 self.at(now, Action::Byzantine(f, i));
             }
+        }
+    }
+
+    /// A fault on one node that lasts a while (skew, slowness).
+    fn node_fault(
+        &mut self,
+        f: usize,
+        node: &str,
+        lasts: Option<crate::scenario::Dur>,
+        counter: &str,
+        apply: impl FnOnce(&mut MeshSim, usize) -> String,
+    ) {
+        let Some(i) = self.pick(node) else {
+            return self.note(format!("{counter}: no live node matches {node}"));
+        };
+        let now = self.sim.now();
+        let end = lasts.map(|d| now + d.ms());
+        let what = apply(&mut self.sim, i);
+        self.count(counter, 1);
+        self.note(format!("{} {what}", self.nodes[i].name));
+        let kind = self.loaded.scenario.faults[f].kind.name();
+        self.spans
+            .push(Span::new(kind, &self.nodes[i].name, now, end));
+        if let Some(d) = lasts {
+            self.at(now + d.ms(), Action::FaultEnd(f, vec![i]));
         }
     }
 

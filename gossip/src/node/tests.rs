@@ -828,6 +828,29 @@ fn statuses_of_members_that_leave_the_table_are_forgotten() {
             ..
         }
     )));
+    // A late copy of a newer status, still relayed by gossip after its
+    // author died, does not bring it back (events would be routed to it).
+    let late = NodeStatus {
+        seq: 6,
+        branes: Vec::new(),
+    };
+    let relay = key(4);
+    t.admit(&relay, &token);
+    let out = t.input(Input::Gossip {
+        id: GossipRef(4),
+        source: id(&relay),
+        author: Some(id(&peer)),
+        topic: Topic::Status,
+        bytes: late.to_bytes(),
+    });
+    assert!(t.node.statuses.get(&id(&peer)).is_none());
+    assert!(has(&out, |o| matches!(
+        o,
+        Output::Validate {
+            verdict: Verdict::Ignore,
+            ..
+        }
+    )));
 }
 
 #[test]

@@ -607,19 +607,7 @@ impl MeshSim {
             }
         } else {
             // A killed process leaves its committed writes to the OS.
-            let n = &mut self.nodes[i];
-            for p in std::mem::take(&mut n.journal) {
-                n.synced.apply(&p.ops);
-                if self.config.observe {
-                    self.obs.push((
-                        self.now,
-                        Obs::Sealed {
-                            node: i,
-                            ops: p.ops,
-                        },
-                    ));
-                }
-            }
+            self.flush_journal(i);
         }
         self.nodes[i].node = None;
         self.nodes[i].life += 1;
@@ -810,34 +798,38 @@ impl MeshSim {
         }
     }
 
+    /// Moves every committed write of node `i` to disk.
+    fn flush_journal(&mut self, i: usize) {
+        for p in std::mem::take(&mut self.nodes[i].journal) {
+            self.nodes[i].synced.apply(&p.ops);
+            if self.config.observe {
+                self.obs.push((
+                    self.now,
+                    Obs::Sealed {
+                        node: i,
+                        ops: p.ops,
+                    },
+                ));
+            }
+        }
+    }
+
     /// Commits one event-store write on node `i` (it is reported done).
     fn commit_events(&mut self, i: usize, ops: EventOps) {
         self.seal(i);
         let ops = Arc::new(ops);
         let now = self.now;
         let interval = self.config.sync_interval;
-        let n = &mut self.nodes[i];
-        n.event_store.apply(&ops);
+        self.nodes[i].event_store.apply(&ops);
         let durable = match interval {
             None if ops.sync => {
                 // A synced write seals everything before it.
-                for p in std::mem::take(&mut n.journal) {
-                    n.synced.apply(&p.ops);
-                    if self.config.observe {
-                        self.obs.push((
-                            self.now,
-                            Obs::Sealed {
-                                node: i,
-                                ops: p.ops,
-                            },
-                        ));
-                    }
-                }
-                n.synced.apply(&ops);
+                self.flush_journal(i);
+                self.nodes[i].synced.apply(&ops);
                 true
             }
             None => {
-                n.journal.push_back(Pending {
+                self.nodes[i].journal.push_back(Pending {
                     ops: ops.clone(),
                     seal_at: None,
                 });
@@ -845,6 +837,7 @@ impl MeshSim {
             }
             Some(ms) => {
                 // Each node seals on its own phase (not all on round times).
+                let n = &mut self.nodes[i];
                 let ms = ms.max(1);
                 let origin = n.booted + ((i as u64 + 1) * 7_919 + n.life * 131) % ms;
                 let since = now.saturating_sub(origin);

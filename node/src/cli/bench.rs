@@ -21,6 +21,8 @@ pub enum BenchCommand {
     Coldstart(ColdstartArgs),
     /// Durable, acknowledged events between daemons, beside NATS JetStream.
     Events(super::bench_events::EventsArgs),
+    /// The simulator's speed and memory at 100, 1,000 and 10,000 nodes.
+    Simulate(super::bench_simulate::SimulateBenchArgs),
 }
 
 /// Arguments of `omega bench coldstart`.
@@ -52,6 +54,7 @@ pub(super) fn run(cmd: &BenchCommand, out: &Output) -> Result<ExitCode, CliError
     let args = match cmd {
         BenchCommand::Coldstart(args) => args,
         BenchCommand::Events(args) => return super::bench_events::run(args, out),
+        BenchCommand::Simulate(args) => return super::bench_simulate::run(args, out),
     };
     let bytes = read_wasm(&args.image)?;
     let event = Event::external(
