@@ -776,35 +776,29 @@ impl MeshSim {
     }
 
     fn seal(&mut self, i: usize) {
-        let now = self.now;
-        let n = &mut self.nodes[i];
-        while let Some(p) = n.journal.front() {
-            if p.seal_at.is_none_or(|t| t > now) {
-                break;
-            }
-            let Some(p) = n.journal.pop_front() else {
-                break;
-            };
-            n.synced.apply(&p.ops);
-            if self.config.observe {
-                self.obs.push((
-                    self.now,
-                    Obs::Sealed {
-                        node: i,
-                        ops: p.ops,
-                    },
-                ));
-            }
-        }
+        self.seal_where(i, false);
     }
 
     /// Moves every committed write of node `i` to disk.
     fn flush_journal(&mut self, i: usize) {
-        for p in std::mem::take(&mut self.nodes[i].journal) {
+        self.seal_where(i, true);
+    }
+
+    /// Moves node `i`'s committed writes to disk, oldest first: those whose
+    /// seal is due, or (`all`) every one.
+    fn seal_where(&mut self, i: usize, all: bool) {
+        let now = self.now;
+        while let Some(p) = self.nodes[i].journal.front() {
+            if !all && p.seal_at.is_none_or(|t| t > now) {
+                break;
+            }
+            let Some(p) = self.nodes[i].journal.pop_front() else {
+                break;
+            };
             self.nodes[i].synced.apply(&p.ops);
             if self.config.observe {
                 self.obs.push((
-                    self.now,
+                    now,
                     Obs::Sealed {
                         node: i,
                         ops: p.ops,
