@@ -63,6 +63,8 @@ struct Book {
     /// Acknowledged events (an emit's reply, or a durable commit), and when.
     acked: BTreeMap<EventId, u64>,
     origin: BTreeMap<EventId, Origin>,
+    /// Nodes that committed any event to their outbox (`origin`'s sources).
+    sources: BTreeSet<usize>,
     /// Durably processed or dead-lettered, and when.
     resolved: BTreeMap<EventId, u64>,
     /// Durable processed marks: (node, window order) → id, and the set.
@@ -869,6 +871,7 @@ impl<'a> Runner<'a> {
                         .or_default()
                         .insert(*seq, id);
                 }
+                self.book.sources.insert(o.source);
                 self.book.origin.insert(id, o);
             }
             if st.dead.is_some()
@@ -1155,7 +1158,7 @@ impl<'a> Runner<'a> {
 
     fn check_credits(&mut self) {
         let credits = omega_gossip::events::DeliveryConfig::default().edge_credits;
-        let active: BTreeSet<usize> = self.book.origin.values().map(|o| o.source).collect();
+        let active: Vec<usize> = self.book.sources.iter().copied().collect();
         for i in active {
             let Some(node) = self.sim.node(i) else {
                 continue;
@@ -1195,7 +1198,7 @@ impl<'a> Runner<'a> {
 
     /// Counters of node `i` before it crashes (they restart from zero).
     fn harvest(&mut self, i: usize) {
-        if self.book.origin.values().any(|o| o.source == i) {
+        if self.book.sources.contains(&i) {
             self.check_credits();
         }
         self.counters.remove(&i);
