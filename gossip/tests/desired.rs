@@ -647,3 +647,27 @@ fn a_hostile_plan_in_a_signed_record_is_refused_and_never_panics_placement() {
         omega_gossip::Ineligible::InvalidPeersGlob { .. }
     ));
 }
+
+/// Found by the `desired` fuzz target: seven bytes of state vector declaring
+/// 230 million clients made yrs reserve (and initialise) a hash map that
+/// size — hundreds of megabytes per anti-entropy request. The same for an
+/// update's client count. Both are refused before yrs decodes them.
+#[test]
+fn counts_larger_than_the_bytes_that_follow_are_refused_before_decoding() {
+    let mut s = replica(1);
+    let bomb = [0x81, 0xfe, 0xff, 0xff, 0x6d, 0x01, 0xc2];
+    let err = s
+        .diff_since(&bomb)
+        .expect_err("an impossible count is refused");
+    assert!(err.to_string().contains("declares"), "{err}");
+    assert!(!s.has_news_for(&bomb));
+    let from: NodeId = key(2).public().into();
+    let err = s
+        .handle_update(from, &[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00], 1_000)
+        .expect_err("an impossible client count is refused");
+    assert!(err.to_string().contains("declares"), "{err}");
+    // Honest state vectors and updates still pass.
+    let other = replica(2);
+    assert!(s.diff_since(&other.state_vector()).is_ok());
+    assert!(other.diff_since(&s.state_vector()).is_ok());
+}

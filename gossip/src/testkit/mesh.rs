@@ -108,6 +108,10 @@ pub struct MeshConfig {
     pub gossip_degree: usize,
     /// Unix ms at virtual time 0. Default 1 800 000 000 000.
     pub epoch: u64,
+    /// Most messages kept per kind by the wire tap ([`MeshSim::tapped`]):
+    /// real SWIM messages, requests and gossip, as fuzz seeds and for
+    /// replay by a hostile member. Default 0 (off).
+    pub tap: usize,
     /// The node configuration (each node gets its own yrs client id).
     pub node: crate::node::Config,
 }
@@ -134,6 +138,7 @@ impl Default for MeshConfig {
             observe: false,
             gossip_degree: 6,
             epoch: 1_800_000_000_000,
+            tap: 0,
             node: crate::node::Config::default(),
         }
     }
@@ -371,6 +376,7 @@ pub struct MeshSim {
     next_msg: u64,
     trace: blake3::Hasher,
     trace_lines: u64,
+    tapped: BTreeMap<&'static str, Vec<Vec<u8>>>,
     ran: Vec<Ran>,
     hlc_counter: u32,
     traffic: Traffic,
@@ -429,6 +435,7 @@ impl MeshSim {
             next_msg: 0,
             trace: blake3::Hasher::new(),
             trace_lines: 0,
+            tapped: BTreeMap::new(),
             ran: Vec::new(),
             hlc_counter: 0,
             traffic: Traffic::default(),
@@ -1414,6 +1421,9 @@ impl MeshSim {
     /// Carries a message of `size` bytes from `i` to `j`: bandwidth, the
     /// latency with its tail, reordering, and `j`'s slowness.
     fn send(&mut self, i: usize, j: usize, input: Input, size: usize) {
+        if self.config.tap > 0 {
+            self.tap(&input);
+        }
         self.traffic.bytes += size as u64;
         let mut at = self.now;
         let bw = self.config.bandwidth;
@@ -1672,6 +1682,22 @@ impl MeshSim {
         *self.trace.clone().finalize().as_bytes()
     }
 
+    fn tap(&mut self, input: &Input) {
+        if let Some((kind, bytes)) = tap_kind(input) {
+            let kept = self.tapped.entry(kind).or_default();
+            if kept.len() < self.config.tap && !kept.iter().any(|b| b == bytes) {
+                kept.push(bytes.to_vec());
+            }
+        }
+    }
+
+    /// What the wire tap kept ([`MeshConfig::tap`]), by kind: `swim`,
+    /// `join`, `state`, `image`, `event`, `gossip-state`, `gossip-status`.
+    /// Each kind keeps its first distinct messages.
+    pub fn tapped(&self) -> &BTreeMap<&'static str, Vec<Vec<u8>>> {
+        &self.tapped
+    }
+
     /// Outputs traced so far.
     pub fn trace_len(&self) -> u64 {
         self.trace_lines
@@ -1748,6 +1774,33 @@ fn observed(report: &Report) -> bool {
 }
 
 /// Bytes a network input carries (for bandwidth accounting).
+/// The wire tap's kind of a message, and its bytes.
+fn tap_kind(input: &Input) -> Option<(&'static str, &[u8])> {
+    Some(match input {
+        Input::Swim { bytes, .. } => ("swim", bytes),
+        Input::Request {
+            protocol, bytes, ..
+        } => (
+            match protocol {
+                Protocol::Join => "join",
+                Protocol::Swim => "swim",
+                Protocol::State => "state",
+                Protocol::Image => "image",
+                Protocol::Event => "event",
+            },
+            bytes,
+        ),
+        Input::Gossip { topic, bytes, .. } => (
+            match topic {
+                Topic::State => "gossip-state",
+                Topic::Status => "gossip-status",
+            },
+            bytes,
+        ),
+        _ => return None,
+    })
+}
+
 fn input_size(input: &Input) -> usize {
     match input {
         Input::Swim { bytes, .. }
