@@ -247,7 +247,15 @@ proptest! {
         let mut rest = members.clone();
         let gone = rest.remove(k).id;
         let after = counts(&place_brane("b", &b, &rest));
-        if b.replicas == Replicas::Auto || after.is_empty() {
+        if b.replicas == Replicas::Auto {
+            // One instance per eligible member: the survivors keep exactly
+            // theirs, and the one that left takes its instance with it.
+            let mut expected = before.clone();
+            expected.remove(&gone);
+            prop_assert_eq!(after, expected);
+            return Ok(());
+        }
+        if after.is_empty() {
             return Ok(());
         }
         for (id, n) in &before {
@@ -275,8 +283,18 @@ proptest! {
                 prop_assert!(*n <= before.get(id).copied().unwrap_or(0), "an old member gained instances");
             }
         }
-        if let Replicas::Count(n) = b.replicas {
-            prop_assert!(after.get(&new.id).copied().unwrap_or(0) <= u32::from(n));
+        match b.replicas {
+            Replicas::Count(n) => {
+                prop_assert!(after.get(&new.id).copied().unwrap_or(0) <= u32::from(n));
+            }
+            Replicas::Auto => {
+                // Nothing moves: every old member keeps its one instance,
+                // and the newcomer gets one if it is eligible.
+                for (id, n) in &before {
+                    prop_assert_eq!(after.get(id).copied(), Some(*n));
+                }
+                prop_assert!(after.get(&new.id).copied().unwrap_or(0) <= 1);
+            }
         }
     }
 }

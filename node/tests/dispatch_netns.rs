@@ -8,6 +8,8 @@
 
 mod dispatch_common;
 mod mesh_common;
+#[path = "../../testing/prereq.rs"]
+mod prereq;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -96,8 +98,7 @@ fn names(n: &Node) -> Vec<String> {
 #[test]
 fn a_partitioned_mesh_converges_after_the_heal() {
     if let Err(why) = available() {
-        eprintln!("SKIPPED: {why}");
-        return;
+        return prereq::missing(&why);
     }
     let tag = format!("od{}", std::process::id() % 100_000);
     let _ns = bridge(&tag, 5, 79);

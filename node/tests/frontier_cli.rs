@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 mod cli_common;
+#[path = "../../testing/prereq.rs"]
+mod prereq;
 use cli_common::{omega, text, wasm};
 
 #[path = "../../runtime/tests/common/frontier.rs"]
@@ -24,7 +26,6 @@ fn dev_runs_standard_frontier_standard() {
         return;
     }
     let Some(busybox) = frontier::busybox() else {
-        eprintln!("SKIPPED: no static busybox (apt-get install busybox-static)");
         return;
     };
     let home = tempfile::tempdir().unwrap();

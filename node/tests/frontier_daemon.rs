@@ -14,6 +14,8 @@
 
 mod dispatch_common;
 mod mesh_common;
+#[path = "../../testing/prereq.rs"]
+mod prereq;
 
 #[path = "../../runtime/tests/common/frontier.rs"]
 mod frontier;
@@ -102,7 +104,9 @@ fn nodes_without_a_usable_backend_say_why_and_do_not_advertise_frontier() {
     eprintln!("gaia node (auto) up in {:?}", started.elapsed());
     let f = g.status()["frontier"].clone();
     if host_has_vmx() {
-        eprintln!("this host has vmx/svm: the no-vmx assertions are skipped ({f})");
+        prereq::hardware(&format!(
+            "this host has vmx/svm: the assertions about a host without them do not apply ({f})"
+        ));
         return;
     }
     assert_eq!(f["usable"], false, "{f}");
@@ -152,7 +156,6 @@ fn daemon_runs_a_frontier_brane_reclaims_orphans_and_stops_it() {
         return;
     }
     let Some(busybox) = frontier::busybox() else {
-        eprintln!("SKIPPED: no static busybox (apt-get install busybox-static)");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -14,6 +14,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod mesh_common;
+#[path = "../../testing/prereq.rs"]
+mod prereq;
 
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ use mesh_common::{Daemon, Namespaces, init_mesh, invite, netns_available, sh, st
 use serde_json::Value;
 
 fn skip(why: &str) {
-    eprintln!("SKIPPED: {why}");
+    prereq::missing(why);
 }
 
 fn tag(kind: &str) -> String {

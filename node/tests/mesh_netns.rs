@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod mesh_common;
+#[path = "../../testing/prereq.rs"]
+mod prereq;
 
 use std::process::Command;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use mesh_common::{Daemon, bridge, init_mesh, invite, netns_available, sh, state_of, wait_for};
 
 fn skip(why: &str) {
-    eprintln!("SKIPPED: {why}");
+    prereq::missing(why);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! and config) that runs events.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -60,6 +60,8 @@ pub(crate) struct Slots {
     free: Mutex<u32>,
     freed: Condvar,
     total: u32,
+    /// Most slots ever held at once.
+    peak: AtomicU32,
 }
 
 impl Slots {
@@ -68,6 +70,7 @@ impl Slots {
             free: Mutex::new(total),
             freed: Condvar::new(),
             total,
+            peak: AtomicU32::new(0),
         }
     }
 
@@ -83,6 +86,7 @@ impl Slots {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         *free -= 1;
+        self.peak.fetch_max(self.total - *free, Ordering::Relaxed);
         Ok(SlotGuard(self.clone()))
     }
 
@@ -229,6 +233,11 @@ impl Runtime {
     /// Pool slots free right now.
     pub fn free_slots(&self) -> u32 {
         self.slots.available()
+    }
+
+    /// Most pool slots ever in use at once (instances running together).
+    pub fn peak_slots(&self) -> u32 {
+        self.slots.peak.load(Ordering::Relaxed)
     }
 
     /// Compile a component, or load it from the in-memory map or the

@@ -149,15 +149,24 @@ impl HttpBrane {
         // is that thread's), holding its pool slot until it returns, which
         // may be after the response head went out while it streams the body.
         let task = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
+            // The store (and the pooled instance it holds) goes before the
+            // slot: a slot freed first let the next request instantiate
+            // into a pool that was still full (a 500 instead of a 503).
+            let slot = slot;
+            let mut store = store;
             store.data_mut().begin_call();
-            let proxy = pre
+            let result = pre
                 .instantiate(&mut store)
-                .map_err(|e| to_event_error(&e, true))?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .map_err(|e| to_event_error(&e, false))
+                .map_err(|e| to_event_error(&e, true))
+                .and_then(|proxy| {
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .map_err(|e| to_event_error(&e, false))
+                });
+            drop(store);
+            drop(slot);
+            result
         });
         let wait = self.shared.limits.timeout + TIMEOUT_GRACE;
         match tokio::time::timeout(wait, rx).await {

@@ -429,6 +429,13 @@ fn a_thousand_concurrent_events_are_bounded_by_the_pool() {
         ok.load(Ordering::SeqCst) + busy.load(Ordering::SeqCst),
         1000
     );
+    // The bound, measured: at most four instances ran at once, and a busy
+    // refusal came only while all four were taken.
+    let peak = rt.peak_slots();
+    assert!((1..=4).contains(&peak), "peak {peak}");
+    if busy.load(Ordering::SeqCst) > 0 {
+        assert_eq!(peak, 4, "refused as busy before the pool was full");
+    }
     assert_eq!(rt.free_slots(), 4);
 }
 

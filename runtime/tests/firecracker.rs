@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+#[path = "../../testing/prereq.rs"]
+mod prereq;
+
 use omega_runtime::frontier::firecracker::{
     self, API_SOCK, Firecracker, FirecrackerConfig, LOG_FILE, PID_FILE, api, guest,
 };
@@ -374,18 +377,18 @@ fn fc_bin() -> Option<PathBuf> {
                 .open("/dev/kvm")
                 .is_err()
             {
-                eprintln!("skipping: /dev/kvm is not usable here");
+                prereq::hardware("/dev/kvm is not usable here");
                 return None;
             }
             Some(p)
         }
         Some(p) => {
-            eprintln!("skipping: FIRECRACKER_BIN={} is not a file", p.display());
+            prereq::missing(&format!("FIRECRACKER_BIN={} is not a file", p.display()));
             None
         }
         None => {
-            eprintln!(
-                "skipping: FIRECRACKER_BIN is unset (point it at a firecracker binary to run this test)"
+            prereq::missing(
+                "FIRECRACKER_BIN is unset (scripts/test finds shared/tools/firecracker; or point it at a firecracker binary)",
             );
             None
         }

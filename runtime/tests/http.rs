@@ -186,6 +186,13 @@ fn concurrent_requests_are_bounded_by_the_pool() {
         "{statuses:?}"
     );
     assert!(statuses.contains(&200), "{statuses:?}");
+    // The bound, measured: never more than two instances at once, and a
+    // 503 only ever while both were taken.
+    let peak = rt.peak_slots();
+    assert!((1..=2).contains(&peak), "peak {peak}");
+    if statuses.contains(&503) {
+        assert_eq!(peak, 2, "busy before the pool was full: {statuses:?}");
+    }
     drop(server);
     assert_eq!(rt.free_slots(), 2);
 }

@@ -17,6 +17,8 @@ use omega_runtime::frontier::qemu::{Accel, QemuBackend, QemuConfig, QemuVm};
 use omega_runtime::frontier::{Backend, FrontierError, Vm, VmSpec, reclaim_orphans};
 use omega_runtime::{Event, EventError, Pipeline, TrapKind};
 
+#[path = "../../testing/prereq.rs"]
+mod prereq;
 #[path = "common/frontier.rs"]
 mod support;
 
@@ -26,12 +28,9 @@ fn guest_dir() -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
         support::qemu()?;
-        let busybox = support::busybox().or_else(|| {
-            eprintln!("SKIPPED: no static busybox (apt-get install busybox-static)");
-            None
-        })?;
+        let busybox = support::busybox()?;
         let kernel = host_kernel().or_else(|| {
-            eprintln!("SKIPPED: no readable /boot/vmlinuz-*");
+            prereq::missing("no readable /boot/vmlinuz-* (apt-get install linux-image-amd64)");
             None
         })?;
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("frontier-guest");

@@ -290,8 +290,9 @@ pub fn all_ready(ps: &Value, manifest: &str) -> bool {
         .and_then(|ms| ms.iter().find(|m| m["name"] == manifest))
         .and_then(|m| m["branes"].as_array())
         .is_some_and(|bs| {
-            bs.iter()
-                .filter(|b| b["status"] == "placed")
-                .all(|b| b["ready"] == true)
+            // Not vacuously: at least one brane is placed, and every placed
+            // brane is ready.
+            let mut placed = bs.iter().filter(|b| b["status"] == "placed").peekable();
+            placed.peek().is_some() && placed.all(|b| b["ready"] == true)
         })
 }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The QEMU binary, or `None` (tests then skip with a message).
+// The including test crate declares `mod prereq` (testing/prereq.rs).
+use crate::prereq;
+
+/// The QEMU binary, or `None` after `prereq::missing`.
 pub fn qemu() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -17,22 +20,26 @@ pub fn qemu() -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        eprintln!(
-            "SKIPPED: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86 busybox-static)"
+        prereq::missing(
+            "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86 busybox-static)",
         );
     }
     found
 }
 
-/// A static busybox, or `None`.
+/// A static busybox, or `None` after `prereq::missing`.
 pub fn busybox() -> Option<PathBuf> {
-    ["/bin/busybox", "/usr/bin/busybox"]
+    let found = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .map(PathBuf::from)
         .find(|p| {
             std::fs::read(p)
                 .is_ok_and(|b| omega_runtime::frontier::image::check_static_elf(&b).is_ok())
-        })
+        });
+    if found.is_none() {
+        prereq::missing("no static busybox (apt-get install busybox-static)");
+    }
+    found
 }
 
 /// The repository root.
@@ -57,6 +64,8 @@ pub fn static_agent() -> &'static Path {
                 "--target",
                 "x86_64-unknown-linux-gnu",
                 "--quiet",
+                "--offline",
+                "--locked",
             ])
             .env("CARGO_TARGET_DIR", &target)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")

@@ -15,7 +15,17 @@ pub(crate) fn guests() -> &'static Path {
         let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../guests");
         let status = Command::new(env!("CARGO"))
             .current_dir(&root)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--quiet",
+                // scripts/test fetched the lock's crates: nothing downloads
+                // while tests run.
+                "--offline",
+                "--locked",
+            ])
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
