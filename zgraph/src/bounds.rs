@@ -7,20 +7,21 @@
 //! 1. the whole text: at most [`MAX_MANIFEST_BYTES`], checked before
 //!    anything is parsed ([`crate::ErrorKind::TooLarge`]);
 //! 2. nesting: at most [`MAX_DEPTH`] levels (a syntax error);
-//! 3. every table key: at most [`MAX_KEY_BYTES`] and no control characters
-//!    ([`crate::ErrorKind::TooLong`], [`crate::ErrorKind::ControlCharacter`]),
-//!    checked on the whole tree before validation;
-//! 4. each named string its own length (brane names, event types, globs,
-//!    host and node names, selectors, images, paths), and each collection
-//!    its own count (branes, edges, everything else [`MAX_ENTRIES`])
-//!    ([`crate::ErrorKind::TooLong`], [`crate::ErrorKind::TooMany`]).
+//! 3. before validation, on the whole tree: the number of branes
+//!    ([`MAX_BRANES`]) and edges ([`MAX_EDGES`]) ([`crate::ErrorKind::TooMany`]),
+//!    and every table key: at most [`MAX_KEY_BYTES`], no control characters
+//!    ([`crate::ErrorKind::TooLong`], [`crate::ErrorKind::ControlCharacter`]);
+//! 4. during validation, each named string its own length (brane names,
+//!    event types, globs, host and node names, selectors, images, paths)
+//!    ([`crate::ErrorKind::TooLong`]), and every other collection
+//!    [`MAX_ENTRIES`] ([`crate::ErrorKind::TooMany`]).
 //!
 //! Free-form values (`config` and `env` values, strings inside an event
 //! schema) have no bound of their own beyond the manifest's size.
 //! The manifest reference (`docs/src/manifest.md`) lists the same numbers.
 
 use crate::ErrorKind;
-use crate::error::{Sink, is_unsafe};
+use crate::error::{Sink, Span, is_unsafe};
 use crate::syntax::{Node, Value};
 
 /// Largest manifest, in bytes (1 MiB). A parsed tree takes about twenty
@@ -60,6 +61,39 @@ pub const MAX_KEY_SELECTOR: usize = 255;
 pub const MAX_IMAGE_REF: usize = 255 + 1 + 128;
 /// Longest path in a directory grant (Linux's `PATH_MAX`).
 pub const MAX_PATH: usize = 4096;
+
+/// Check the number of branes and of edges, before validation: with
+/// entries cut off, every edge to a brane past the bound would be reported
+/// as naming an unknown brane.
+pub(crate) fn check_counts(root: &Node, sink: &mut Sink) {
+    let Value::Table(top) = &root.value else {
+        return;
+    };
+    let section = |name: &str| top.iter().find(|(k, _)| k.name == name).map(|(_, v)| v);
+    if let Some(Value::Table(branes)) = section("brane").map(|n| &n.value)
+        && let Some((first_over, _)) = branes.get(MAX_BRANES)
+    {
+        too_many(sink, first_over.span, branes.len(), "branes", MAX_BRANES);
+    }
+    if let Some(Value::Table(graph)) = section("graph").map(|n| &n.value)
+        && let Some((_, edges)) = graph.iter().find(|(k, _)| k.name == "edges")
+        && let Value::Array(edges) = &edges.value
+        && let Some(first_over) = edges.get(MAX_EDGES)
+    {
+        too_many(sink, first_over.span, edges.len(), "edges", MAX_EDGES);
+    }
+}
+
+/// Report a collection of `count` entries over its bound `max`, at the
+/// first entry over.
+pub(crate) fn too_many(sink: &mut Sink, at: Span, count: usize, what: &str, max: usize) {
+    sink.push_help(
+        ErrorKind::TooMany,
+        at,
+        format!("{count} {what}, the most allowed is {max}"),
+        Some("split the manifest, or merge entries"),
+    );
+}
 
 /// Check every key of the tree: bounded length, no control characters.
 pub(crate) fn check_keys(node: &Node, sink: &mut Sink) {

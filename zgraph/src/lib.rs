@@ -198,6 +198,7 @@ pub(crate) fn load_unbounded(
     let plan = syntax::parse(source, format, &mut sink)
         .filter(|_| sink.is_empty())
         .filter(|root| {
+            bounds::check_counts(root, &mut sink);
             bounds::check_keys(root, &mut sink);
             sink.is_empty()
         })

@@ -8,8 +8,8 @@ use std::str::FromStr;
 
 use crate::ErrorKind;
 use crate::bounds::{
-    MAX_BRANE_NAME, MAX_BRANES, MAX_DNS_NAME, MAX_EDGES, MAX_ENTRIES, MAX_EVENT_TYPE,
-    MAX_HTTP_GRANT, MAX_IMAGE_REF, MAX_KEY_SELECTOR, MAX_PATH, MAX_PEERS_GLOB,
+    MAX_BRANE_NAME, MAX_DNS_NAME, MAX_ENTRIES, MAX_EVENT_TYPE, MAX_HTTP_GRANT, MAX_IMAGE_REF,
+    MAX_KEY_SELECTOR, MAX_PATH, MAX_PEERS_GLOB,
 };
 use crate::error::{Sink, Span, is_unsafe};
 use crate::names::{self, did_you_mean};
@@ -165,12 +165,7 @@ fn capped<'a, T>(
     match items.get(max) {
         None => items,
         Some(first_over) => {
-            sink.push_help(
-                ErrorKind::TooMany,
-                span(first_over),
-                format!("{} {what}, the most allowed is {max}", items.len()),
-                Some("split the manifest, or merge entries"),
-            );
+            crate::bounds::too_many(sink, span(first_over), items.len(), what, max);
             &items[..max]
         }
     }
@@ -280,7 +275,6 @@ fn branes(key: &Key, node: &Node, sink: &mut Sink) -> BTreeMap<String, Brane> {
             Some("add at least one `[brane.NAME]` table with a `substrate`"),
         );
     }
-    let entries = capped(entries, MAX_BRANES, "branes", |(k, _)| k.span, sink);
     for (name, body) in entries {
         if !fits(&name.name, name.span, "a brane name", MAX_BRANE_NAME, sink) {
             continue;
@@ -814,7 +808,6 @@ fn graph(node: &Node, branes: &BTreeMap<String, Brane>, sink: &mut Sink) -> Vec<
         wrong_type(list, "an array of edges", "`graph.edges`", sink);
         return Vec::new();
     };
-    let items = capped(items, MAX_EDGES, "edges", |n| n.span, sink);
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     let index: HashMap<&str, usize> = branes

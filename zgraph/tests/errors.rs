@@ -995,3 +995,22 @@ fn a_byte_order_mark_is_accepted_in_every_syntax() {
     );
     assert_eq!(e.span.0, 33);
 }
+
+#[test]
+fn too_many_branes_is_one_error_not_one_per_edge() {
+    // Edges to the branes past the bound are not reported as naming
+    // unknown branes: the count is checked before anything else.
+    let mut src: String = (0..=MAX_BRANES)
+        .map(|i| format!("[brane.b{i:04}]\nsubstrate = \"gaia\"\n"))
+        .collect();
+    src.push_str("[graph]\nedges = [\n");
+    for i in 0..MAX_BRANES {
+        src.push_str(&format!(
+            "{{ from = \"b{i:04}\", to = \"b{:04}\", on = \"x\" }},\n",
+            i + 1
+        ));
+    }
+    src.push_str("]\n");
+    let e = check(&src, ErrorKind::TooMany, 2 * MAX_BRANES + 1, 8);
+    assert_eq!(e.message, "1025 branes, the most allowed is 1024");
+}
