@@ -3,7 +3,8 @@
 //! [`Diagnostics`] carries all of them at once, with the source text, so a
 //! caller can render them with snippets via [`miette`].
 
-use std::fmt;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode};
@@ -60,7 +61,7 @@ pub enum ErrorKind {
     InvalidHostName,
     /// An entry in `hosts` is not a valid node name.
     InvalidNodeName,
-    /// `replicas` is negative, above 1024, or a string other than `"auto"`.
+    /// `replicas` is an integer below 0 or above 1024.
     ReplicasOutOfRange,
     /// A brane name does not match `[a-z][a-z0-9-]{0,62}`.
     InvalidBraneName,
@@ -83,6 +84,14 @@ pub enum ErrorKind {
     SchemaNotObject,
     /// The manifest declares no brane.
     NoBranes,
+    /// The manifest is longer than [`crate::bounds::MAX_MANIFEST_BYTES`].
+    TooLarge,
+    /// A key or a named string is longer than its bound (see [`crate::bounds`]).
+    TooLong,
+    /// A collection has more entries than its bound (see [`crate::bounds`]).
+    TooMany,
+    /// A key, glob or path contains a control character.
+    ControlCharacter,
 }
 
 impl ErrorKind {
@@ -121,6 +130,10 @@ impl ErrorKind {
         Self::InvalidGrant,
         Self::SchemaNotObject,
         Self::NoBranes,
+        Self::TooLarge,
+        Self::TooLong,
+        Self::TooMany,
+        Self::ControlCharacter,
     ];
 
     /// The stable code of this kind, such as `zgraph::unknown_key`.
@@ -159,6 +172,10 @@ impl ErrorKind {
             Self::InvalidGrant => "zgraph::invalid_grant",
             Self::SchemaNotObject => "zgraph::schema_not_object",
             Self::NoBranes => "zgraph::no_branes",
+            Self::TooLarge => "zgraph::too_large",
+            Self::TooLong => "zgraph::too_long",
+            Self::TooMany => "zgraph::too_many",
+            Self::ControlCharacter => "zgraph::control_character",
         }
     }
 
@@ -198,7 +215,10 @@ impl fmt::Display for ManifestError {
         write!(
             f,
             "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
+            escape_line(&self.file),
+            self.line,
+            self.column,
+            self.message
         )
     }
 }
@@ -240,22 +260,35 @@ fn short_label(kind: ErrorKind) -> &'static str {
 ///
 /// Implements [`miette::Diagnostic`]: the report names the file, and each
 /// [`ManifestError`] is a related diagnostic with its own label, rendered
-/// against this source.
+/// against this source. The source shown in snippets has its control
+/// characters written as escapes (`\u{1b}`), so a manifest cannot act on
+/// the terminal that shows its errors; the labels follow the escapes.
 #[derive(Debug, Clone)]
 pub struct Diagnostics {
     file: String,
     source: Arc<NamedSource<String>>,
     errors: Vec<ManifestError>,
+    /// `errors` with spans into the escaped source, for rendering.
+    shown: Vec<ManifestError>,
 }
 
 impl Diagnostics {
     pub(crate) fn new(file: &str, source: &str, mut errors: Vec<ManifestError>) -> Self {
         errors.sort_by_key(|e| (e.span.0, e.span.1));
         errors.dedup();
+        let escaped = EscapedSource::new(source);
+        let shown = errors
+            .iter()
+            .map(|e| ManifestError {
+                span: (escaped.offset(e.span.0), escaped.offset(e.span.1)),
+                ..e.clone()
+            })
+            .collect();
         Self {
             file: file.to_owned(),
-            source: Arc::new(NamedSource::new(file, source.to_owned())),
+            source: Arc::new(NamedSource::new(escape_line(file), escaped.text)),
             errors,
+            shown,
         }
     }
 
@@ -276,7 +309,7 @@ impl fmt::Display for Diagnostics {
         write!(
             f,
             "{}: {} error{} in manifest",
-            self.file,
+            escape_line(&self.file),
             n,
             if n == 1 { "" } else { "s" }
         )?;
@@ -299,7 +332,79 @@ impl Diagnostic for Diagnostics {
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
-        Some(Box::new(self.errors.iter().map(|e| e as &dyn Diagnostic)))
+        Some(Box::new(self.shown.iter().map(|e| e as &dyn Diagnostic)))
+    }
+}
+
+/// Characters a terminal may act on: C0 and C1 controls, DEL, and the
+/// Unicode bidirectional controls that reorder what is shown.
+pub(crate) fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every character in `escaped` written as `\u{…}`.
+fn escape_with(text: &str, escaped: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !text.chars().any(&escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if escaped(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// One line of text safe to print on a terminal: control characters
+/// (newlines and tabs too) and bidirectional controls written as `\u{…}`.
+pub(crate) fn escape_line(text: &str) -> Cow<'_, str> {
+    escape_with(text, is_unsafe)
+}
+
+/// Text of several lines safe to print on a terminal: as [`escape_line`],
+/// but newlines and tabs are kept.
+pub fn escape_text(text: &str) -> Cow<'_, str> {
+    escape_with(text, |c| is_unsafe(c) && !matches!(c, '\n' | '\t'))
+}
+
+/// A source text with its unsafe characters escaped, and the way back from
+/// offsets in the original to offsets in the escaped text.
+struct EscapedSource {
+    text: String,
+    /// `(end, extra)`: after the original offset `end`, offsets grow by `extra`.
+    shifts: Vec<(usize, usize)>,
+}
+
+impl EscapedSource {
+    fn new(source: &str) -> Self {
+        let mut text = String::with_capacity(source.len());
+        let mut shifts = Vec::new();
+        let mut extra = 0;
+        let mut chars = source.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            let line_end = c == '\r' && chars.peek().is_some_and(|&(_, n)| n == '\n');
+            if is_unsafe(c) && !matches!(c, '\n' | '\t') && !line_end {
+                let before = text.len();
+                let _ = write!(text, "\\u{{{:x}}}", u32::from(c));
+                extra += text.len() - before - c.len_utf8();
+                shifts.push((i + c.len_utf8(), extra));
+            } else {
+                text.push(c);
+            }
+        }
+        Self { text, shifts }
+    }
+
+    /// The offset in the escaped text of an original offset (a char boundary).
+    fn offset(&self, original: usize) -> usize {
+        match self.shifts.partition_point(|&(end, _)| end <= original) {
+            0 => original,
+            i => original + self.shifts[i - 1].1,
+        }
     }
 }
 
@@ -323,7 +428,11 @@ impl<'a> LineIndex<'a> {
     pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = floor_char_boundary(self.source, offset);
         let line = self.line_starts.partition_point(|&s| s <= offset);
-        let start = self.line_starts[line - 1];
+        let mut start = self.line_starts[line - 1];
+        // A byte order mark is not a column: editors do not show it.
+        if start == 0 && self.source.starts_with('\u{feff}') {
+            start = offset.min('\u{feff}'.len_utf8());
+        }
         let column = self.source[start..offset].chars().count() + 1;
         (line, column)
     }
@@ -364,10 +473,13 @@ impl Sink {
         message: impl Into<String>,
         help: Option<impl Into<String>>,
     ) {
+        // Messages quote the manifest; whoever prints them gets text that
+        // cannot act on a terminal.
+        let safe = |text: String| escape_line(&text).into_owned();
         self.raw.push(RawError {
             kind,
-            message: message.into(),
-            help: help.map(Into::into),
+            message: safe(message.into()),
+            help: help.map(|h| safe(h.into())),
             span: (span.start, span.end),
         });
     }

@@ -43,11 +43,21 @@
 //! implements [`miette::Diagnostic`], so the CLI renders each error with a
 //! snippet of the source.
 //!
-//! This crate does no I/O: the caller reads the file and passes its text and
-//! name.
+//! # Bounds
+//!
+//! Every size is bounded before it costs anything: the text
+//! ([`bounds::MAX_MANIFEST_BYTES`], checked before parsing), nesting, every
+//! key and name, and the number of branes, edges and other entries; the
+//! numbers are in [`bounds`]. Text that reaches a person (messages, the
+//! snippets of [`Diagnostics`]) has its control characters escaped.
+//!
+//! This crate does no I/O: the caller reads the file and passes its text (or
+//! bytes, [`load_bytes`]) and name.
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bounds;
+mod dag;
 mod emit;
 mod error;
 mod names;
@@ -60,8 +70,9 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-pub use error::{Diagnostics, ErrorKind, ManifestError};
-pub use names::{MAX_PEERS_GLOB, PeersGlob};
+pub use bounds::MAX_PEERS_GLOB;
+pub use error::{Diagnostics, ErrorKind, ManifestError, escape_text};
+pub use names::PeersGlob;
 pub use plan::{
     Brane, Capability, DirGrant, Edge, EventType, Gpu, Grants, ImageRef, Limits, Plan, PlanHash,
     Replicas, Resolver, ResolverMode, Substrate,
@@ -123,11 +134,74 @@ impl fmt::Display for Format {
 /// Parse, validate and normalize a manifest.
 ///
 /// `file_name` is used only in error locations. On failure every problem
-/// found is returned at once, in source order.
+/// found is returned at once, in source order. A text longer than
+/// [`bounds::MAX_MANIFEST_BYTES`] is refused before it is parsed.
 pub fn load(source: &str, file_name: &str, format: Format) -> Result<Plan, Diagnostics> {
+    if source.len() > bounds::MAX_MANIFEST_BYTES {
+        return Err(too_large(source, file_name));
+    }
+    load_unbounded(source, file_name, format)
+}
+
+/// [`load`] for bytes as read from a file: the size is checked first, then
+/// the encoding (invalid UTF-8 is an [`ErrorKind::Syntax`] error at the
+/// first bad byte, with its byte offset in the message).
+pub fn load_bytes(source: &[u8], file_name: &str, format: Format) -> Result<Plan, Diagnostics> {
+    if source.len() > bounds::MAX_MANIFEST_BYTES {
+        let prefix = &source[..source.len().min(256)];
+        return Err(too_large(&String::from_utf8_lossy(prefix), file_name));
+    }
+    match std::str::from_utf8(source) {
+        Ok(text) => load_unbounded(text, file_name, format),
+        Err(e) => {
+            let at = e.valid_up_to();
+            let text = String::from_utf8_lossy(source);
+            let mut sink = error::Sink::default();
+            sink.push_help(
+                ErrorKind::Syntax,
+                error::Span::new(at, at + '\u{fffd}'.len_utf8()),
+                format!(
+                    "the text is not valid UTF-8: byte {at} (0x{:02x}) does not belong here",
+                    source[at]
+                ),
+                Some("manifests are UTF-8 text; re-encode the file"),
+            );
+            Err(sink.into_diagnostics(file_name, &text))
+        }
+    }
+}
+
+fn too_large(source: &str, file_name: &str) -> Diagnostics {
+    let mut sink = error::Sink::default();
+    sink.push_help(
+        ErrorKind::TooLarge,
+        error::Span::new(0, 0),
+        format!(
+            "the manifest is longer than {} bytes (1 MiB), the largest allowed",
+            bounds::MAX_MANIFEST_BYTES
+        ),
+        Some("split it into several manifests"),
+    );
+    let first_line = source.lines().next().unwrap_or_default();
+    sink.into_diagnostics(file_name, first_line)
+}
+
+/// [`load`] without the bound on the text's length (every other bound
+/// holds): for a plan that is already in memory, whose text form may be
+/// longer than the manifest it came from.
+pub(crate) fn load_unbounded(
+    source: &str,
+    file_name: &str,
+    format: Format,
+) -> Result<Plan, Diagnostics> {
     let mut sink = error::Sink::default();
     let plan = syntax::parse(source, format, &mut sink)
         .filter(|_| sink.is_empty())
+        .filter(|root| {
+            bounds::check_counts(root, &mut sink);
+            bounds::check_keys(root, &mut sink);
+            sink.is_empty()
+        })
         .and_then(|root| validate::validate(&root, &mut sink));
     match plan {
         Some(plan) if sink.is_empty() => Ok(plan),

@@ -2,19 +2,9 @@
 //!
 //! Each function returns `Err(reason)` with a short human explanation.
 
+use crate::bounds::{MAX_BRANE_NAME, MAX_DNS_NAME, MAX_EVENT_TYPE, MAX_PEERS_GLOB};
+use crate::error::is_unsafe;
 use crate::plan::ImageRef;
-
-/// Longest brane name.
-pub(crate) const MAX_BRANE_NAME: usize = 63;
-/// Longest event type.
-pub(crate) const MAX_EVENT_TYPE: usize = 255;
-/// Longest DNS name (and node name).
-pub(crate) const MAX_DNS_NAME: usize = 253;
-/// Longest `peers` glob, in bytes. Compiling a glob costs time and memory
-/// that grow with its length (a glob of ~90,000 `*` makes the regex engine
-/// give up), and a glob arrives from the mesh in signed records, so its
-/// length is bounded before it is compiled.
-pub const MAX_PEERS_GLOB: usize = 256;
 
 /// Brane names (also mesh and resolver names): `[a-z][a-z0-9-]{0,62}`.
 pub(crate) fn check_brane_name(s: &str) -> Result<(), String> {
@@ -112,6 +102,7 @@ pub(crate) fn check_node_name(s: &str) -> Result<(), String> {
 }
 
 /// Compile a `peers` glob: `*` and `?` do not cross `/`; `**` does.
+/// Node names are ASCII, so a glob is printable ASCII too.
 pub(crate) fn compile_glob(s: &str) -> Result<globset::GlobMatcher, String> {
     if s.is_empty() {
         return Err("the glob is empty".into());
@@ -120,6 +111,13 @@ pub(crate) fn compile_glob(s: &str) -> Result<globset::GlobMatcher, String> {
         return Err(format!(
             "it is {} bytes long, the longest allowed is {MAX_PEERS_GLOB}",
             s.len()
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| !matches!(c, ' '..='~')) {
+        let what = if is_unsafe(c) { "control " } else { "" };
+        return Err(format!(
+            "it contains the {what}character U+{:04X}; node names, and so globs, are printable ASCII",
+            u32::from(c)
         ));
     }
     let glob = globset::GlobBuilder::new(s)

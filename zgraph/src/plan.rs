@@ -428,7 +428,7 @@ impl Plan {
     /// must be this very plan. `Err` carries the first problem, for people.
     pub fn revalidate(&self) -> Result<(), String> {
         let text = self.to_format(crate::Format::Json);
-        match crate::load(&text, "plan", crate::Format::Json) {
+        match crate::load_unbounded(&text, "plan", crate::Format::Json) {
             Ok(again) if again == *self => Ok(()),
             Ok(_) => Err("the plan is not in normal form".into()),
             Err(d) => Err(d

@@ -3,11 +3,15 @@
 //! Every check reports to a [`Sink`] and carries on, so one run finds as
 //! many problems as it can. A plan is returned only when nothing was found.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 
 use crate::ErrorKind;
-use crate::error::{Sink, Span};
+use crate::bounds::{
+    MAX_BRANE_NAME, MAX_DNS_NAME, MAX_ENTRIES, MAX_EVENT_TYPE, MAX_HTTP_GRANT, MAX_IMAGE_REF,
+    MAX_KEY_SELECTOR, MAX_PATH, MAX_PEERS_GLOB,
+};
+use crate::error::{Sink, Span, is_unsafe};
 use crate::names::{self, did_you_mean};
 use crate::plan::{
     Brane, Capability, DirGrant, Edge, EventType, Gpu, Grants, Limits, Plan, Replicas, Resolver,
@@ -125,6 +129,65 @@ fn string<'a>(node: &'a Node, what: &str, sink: &mut Sink) -> Option<&'a str> {
     }
 }
 
+/// A string of at most `max` bytes; a longer one is a [`ErrorKind::TooLong`]
+/// error (and `None`), so no later message quotes it.
+fn bounded<'a>(node: &'a Node, what: &str, max: usize, sink: &mut Sink) -> Option<&'a str> {
+    let s = string(node, what, sink)?;
+    fits(s, node.span, what, max, sink).then_some(s)
+}
+
+/// Whether a key or string is at most `max` bytes; reports it if not.
+fn fits(s: &str, at: Span, what: &str, max: usize, sink: &mut Sink) -> bool {
+    if s.len() <= max {
+        return true;
+    }
+    sink.push_help(
+        ErrorKind::TooLong,
+        at,
+        format!(
+            "{what} is {} bytes long, the longest allowed is {max}",
+            s.len()
+        ),
+        Some("the manifest reference lists every bound"),
+    );
+    false
+}
+
+/// The first `max` items; any more is a [`ErrorKind::TooMany`] error at
+/// the first one over, and the rest are not looked at.
+fn capped<'a, T>(
+    items: &'a [T],
+    max: usize,
+    what: &str,
+    span: impl Fn(&T) -> Span,
+    sink: &mut Sink,
+) -> &'a [T] {
+    match items.get(max) {
+        None => items,
+        Some(first_over) => {
+            crate::bounds::too_many(sink, span(first_over), items.len(), what, max);
+            &items[..max]
+        }
+    }
+}
+
+/// Refuses control characters in a name or path.
+fn no_controls(s: &str, at: Span, what: &str, sink: &mut Sink) -> bool {
+    let Some(c) = s.chars().find(|c| is_unsafe(*c)) else {
+        return true;
+    };
+    sink.push_help(
+        ErrorKind::ControlCharacter,
+        at,
+        format!(
+            "{what} `{s}` contains the control character U+{:04X}",
+            u32::from(c)
+        ),
+        Some("names, globs and paths may not contain control characters"),
+    );
+    false
+}
+
 fn check_keys(entries: &Entries, allowed: &[&str], context: &str, sink: &mut Sink) {
     for (key, _) in entries {
         if !allowed.contains(&key.name.as_str()) {
@@ -187,7 +250,7 @@ fn mesh(node: &Node, sink: &mut Sink) -> Option<String> {
     let entries = table(node, "`mesh`", sink)?;
     check_keys(entries, MESH_KEYS, "in `[mesh]`", sink);
     let (_, name) = get(entries, "name")?;
-    let name = string(name, "`mesh.name`", sink).map(|s| (s, name.span))?;
+    let name = bounded(name, "`mesh.name`", MAX_BRANE_NAME, sink).map(|s| (s, name.span))?;
     if let Err(reason) = names::check_brane_name(name.0) {
         sink.push_help(
             ErrorKind::InvalidName,
@@ -213,6 +276,9 @@ fn branes(key: &Key, node: &Node, sink: &mut Sink) -> BTreeMap<String, Brane> {
         );
     }
     for (name, body) in entries {
+        if !fits(&name.name, name.span, "a brane name", MAX_BRANE_NAME, sink) {
+            continue;
+        }
         if let Err(reason) = names::check_brane_name(&name.name) {
             sink.push_help(
                 ErrorKind::InvalidBraneName,
@@ -294,7 +360,7 @@ fn brane(name: &Key, node: &Node, sink: &mut Sink) -> Brane {
         b.replicas = replicas(n, sink).unwrap_or_default();
     }
     if let Some((_, n)) = get(entries, "image")
-        && let Some(s) = string(n, "`image`", sink)
+        && let Some(s) = bounded(n, "`image`", MAX_IMAGE_REF, sink)
     {
         match names::parse_image(s) {
             Ok(img) => b.image = Some(img),
@@ -306,7 +372,10 @@ fn brane(name: &Key, node: &Node, sink: &mut Sink) -> Brane {
         }
     }
     let glob = get(entries, "peers").and_then(|(_, n)| {
-        let s = string(n, "`peers`", sink)?;
+        let s = bounded(n, "`peers`", MAX_PEERS_GLOB, sink)?;
+        if !no_controls(s, n.span, "`peers` glob", sink) {
+            return None;
+        }
         b.peers = Some(s.to_owned());
         match names::compile_glob(s) {
             Ok(g) => Some(g),
@@ -325,7 +394,7 @@ fn brane(name: &Key, node: &Node, sink: &mut Sink) -> Brane {
     }
     let frontier = b.capability == Capability::Frontier;
     if let Some((key, n)) = get(entries, "guest")
-        && let Some(s) = string(n, "`guest`", sink)
+        && let Some(s) = bounded(n, "`guest`", MAX_IMAGE_REF, sink)
     {
         if let Err(reason) = names::parse_image(&format!("{s}:latest")) {
             sink.push(
@@ -375,7 +444,7 @@ fn frontier_only(at: Span, what: &str, item: &str, sink: &mut Sink) {
 }
 
 fn replicas(node: &Node, sink: &mut Sink) -> Option<Replicas> {
-    let out_of_range = |sink: &mut Sink, shown: String| {
+    let out_of_range = |sink: &mut Sink, shown: &str| {
         sink.push_help(
             ErrorKind::ReplicasOutOfRange,
             node.span,
@@ -387,13 +456,32 @@ fn replicas(node: &Node, sink: &mut Sink) -> Option<Replicas> {
         Value::Int(n) => match u16::try_from(*n) {
             Ok(n) if n <= Replicas::MAX => Some(Replicas::Count(n)),
             _ => {
-                out_of_range(sink, n.to_string());
+                out_of_range(sink, &n.to_string());
                 None
             }
         },
+        Value::BigInt(written) => {
+            out_of_range(sink, written);
+            None
+        }
         Value::Str(s) if s == "auto" => Some(Replicas::Auto),
         Value::Str(s) => {
-            out_of_range(sink, format!("`{s}`"));
+            let shown: String = crate::bounds::prefix(s, 32).to_owned();
+            let ellipsis = if shown.len() < s.len() { "…" } else { "" };
+            sink.push_help(
+                ErrorKind::WrongType,
+                node.span,
+                format!(
+                    "`replicas`: expected an integer or \"auto\", found the string `{shown}{ellipsis}`"
+                ),
+                Some(
+                    did_you_mean(s, ["auto"])
+                        .map(|d| format!("{d} (or an integer from 0 to 1024)"))
+                        .unwrap_or_else(|| {
+                            "use an integer from 0 to 1024 (unquoted), or \"auto\" for every eligible node".to_owned()
+                        }),
+                ),
+            );
             None
         }
         _ => {
@@ -414,8 +502,8 @@ fn hosts(
         return Vec::new();
     };
     let mut out = BTreeSet::new();
-    for item in items {
-        let Some(h) = string(item, "a `hosts` entry", sink) else {
+    for item in capped(items, MAX_ENTRIES, "`hosts` entries", |n| n.span, sink) {
+        let Some(h) = bounded(item, "a `hosts` entry", MAX_DNS_NAME, sink) else {
             continue;
         };
         if let Err(reason) = names::check_node_name(h) {
@@ -447,7 +535,13 @@ fn config(node: &Node, sink: &mut Sink) -> BTreeMap<String, String> {
     let Some(entries) = table(node, "`config`", sink) else {
         return out;
     };
-    for (k, v) in entries {
+    for (k, v) in capped(
+        entries,
+        MAX_ENTRIES,
+        "`config` entries",
+        |(k, _)| k.span,
+        sink,
+    ) {
         if let Some(s) = string(v, &format!("config `{}`", k.name), sink) {
             out.insert(k.name.clone(), s.to_owned());
         }
@@ -474,7 +568,7 @@ fn limits(node: &Node, sink: &mut Sink) -> Limits {
                     None
                 }
             },
-            Value::Int(_) => positive(n, "memory", sink),
+            Value::Int(_) | Value::BigInt(_) => positive(n, "memory", sink),
             _ => {
                 wrong_type(
                     n,
@@ -492,7 +586,7 @@ fn limits(node: &Node, sink: &mut Sink) -> Limits {
     ] {
         if let Some((_, n)) = get(entries, field) {
             *slot = match n.value {
-                Value::Int(_) => positive(n, field, sink),
+                Value::Int(_) | Value::BigInt(_) => positive(n, field, sink),
                 _ => {
                     wrong_type(n, "an integer (milliseconds)", &format!("`{field}`"), sink);
                     None
@@ -514,6 +608,17 @@ fn positive(node: &Node, field: &str, sink: &mut Sink) -> Option<u64> {
             );
             None
         }
+        Value::BigInt(ref written) => {
+            sink.push(
+                ErrorKind::InvalidLimit,
+                node.span,
+                format!(
+                    "invalid `{field}` limit {written}: it must be at most {}",
+                    i64::MAX
+                ),
+            );
+            None
+        }
         _ => None,
     }
 }
@@ -530,7 +635,7 @@ fn grants(node: &Node, sink: &mut Sink) -> Grants {
         match &n.value {
             Value::Array(items) => {
                 let mut guests = BTreeSet::new();
-                for item in items {
+                for item in capped(items, MAX_ENTRIES, "directory grants", |n| n.span, sink) {
                     if let Some(d) = dir_grant(item, sink) {
                         if guests.insert(d.guest.clone()) {
                             out.dirs.push(d);
@@ -550,7 +655,13 @@ fn grants(node: &Node, sink: &mut Sink) -> Grants {
     if let Some((_, n)) = get(entries, "env")
         && let Some(vars) = table(n, "`grants.env`", sink)
     {
-        for (k, v) in vars {
+        for (k, v) in capped(
+            vars,
+            MAX_ENTRIES,
+            "`grants.env` entries",
+            |(k, _)| k.span,
+            sink,
+        ) {
             if k.name.is_empty() || k.name.contains(['=', '\0']) {
                 sink.push_help(
                     ErrorKind::InvalidGrant,
@@ -568,8 +679,15 @@ fn grants(node: &Node, sink: &mut Sink) -> Grants {
         match &n.value {
             Value::Array(items) => {
                 let mut hosts = BTreeSet::new();
-                for item in items {
-                    let Some(h) = string(item, "a `grants.http` entry", sink) else {
+                for item in capped(
+                    items,
+                    MAX_ENTRIES,
+                    "`grants.http` entries",
+                    |n| n.span,
+                    sink,
+                ) {
+                    let Some(h) = bounded(item, "a `grants.http` entry", MAX_HTTP_GRANT, sink)
+                    else {
                         continue;
                     };
                     if let Err(reason) = check_http_host(h) {
@@ -610,7 +728,11 @@ fn dir_grant(node: &Node, sink: &mut Sink) -> Option<DirGrant> {
             );
             return None;
         };
-        let s = string(n, &format!("directory grant `{name}`"), sink)?;
+        let what = format!("directory grant `{name}`");
+        let s = bounded(n, &what, MAX_PATH, sink)?;
+        if !no_controls(s, n.span, &what, sink) {
+            return None;
+        }
         if !std::path::Path::new(s).is_absolute() || !s.starts_with('/') {
             sink.push_help(
                 ErrorKind::InvalidGrant,
@@ -688,7 +810,15 @@ fn graph(node: &Node, branes: &BTreeMap<String, Brane>, sink: &mut Sink) -> Vec<
     };
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut dag = Dag::default();
+    let index: HashMap<&str, usize> = branes
+        .keys()
+        .enumerate()
+        .map(|(i, name)| (name.as_str(), i))
+        .collect();
+    let names: Vec<&str> = branes.keys().map(String::as_str).collect();
+    // Edges between distinct branes, as brane indices, and where each is.
+    let mut links = Vec::new();
+    let mut spans = Vec::new();
     for item in items {
         let Some(edge) = edge(item, branes, sink) else {
             continue;
@@ -709,17 +839,41 @@ fn graph(node: &Node, branes: &BTreeMap<String, Brane>, sink: &mut Sink) -> Vec<
                     edge.from, edge.on, edge.to
                 ),
             );
-        } else if let Some(path) = dag.add(&edge.from, &edge.to) {
-            sink.push_help(
-                ErrorKind::Cycle,
-                at,
-                format!("edges form a cycle: {}", path.join(" -> ")),
-                Some("a ZGraph is a DAG; remove or reverse one edge of the cycle"),
-            );
+        } else if let (Some(&from), Some(&to)) =
+            (index.get(edge.from.as_str()), index.get(edge.to.as_str()))
+        {
+            links.push((from, to));
+            spans.push(at);
         }
         out.push(edge);
     }
+    let (cycles, _) = crate::dag::cycles(names.len(), &links);
+    for cycle in cycles {
+        let mut path: Vec<&str> = cycle.path.iter().map(|&i| names[i]).collect();
+        path.push(path[0]);
+        sink.push_help(
+            ErrorKind::Cycle,
+            spans[cycle.edge],
+            format!("edges form a cycle: {}", shorten_path(&path)),
+            Some("a ZGraph is a DAG; remove or reverse one edge of the cycle"),
+        );
+    }
     out
+}
+
+/// A cycle for a message: at most 16 names, the middle elided.
+fn shorten_path(path: &[&str]) -> String {
+    const SHOWN: usize = 16;
+    if path.len() <= SHOWN {
+        return path.join(" -> ");
+    }
+    let (head, tail) = (&path[..SHOWN / 2], &path[path.len() - SHOWN / 2..]);
+    format!(
+        "{} -> … ({} more) … -> {}",
+        head.join(" -> "),
+        path.len() - SHOWN,
+        tail.join(" -> ")
+    )
 }
 
 fn edge(node: &Node, branes: &BTreeMap<String, Brane>, sink: &mut Sink) -> Option<Edge> {
@@ -729,7 +883,12 @@ fn edge(node: &Node, branes: &BTreeMap<String, Brane>, sink: &mut Sink) -> Optio
     let field = |name: &str, sink: &mut Sink| -> Option<(String, Span)> {
         match get(entries, name) {
             Some((_, n)) => {
-                string(n, &format!("edge `{name}`"), sink).map(|s| (s.to_owned(), n.span))
+                let max = if name == "on" {
+                    MAX_EVENT_TYPE
+                } else {
+                    MAX_BRANE_NAME
+                };
+                bounded(n, &format!("edge `{name}`"), max, sink).map(|s| (s.to_owned(), n.span))
             }
             None => {
                 missing(
@@ -767,7 +926,7 @@ fn edge(node: &Node, branes: &BTreeMap<String, Brane>, sink: &mut Sink) -> Optio
         );
     }
     let key = match get(entries, "key") {
-        Some((_, n)) => match string(n, "edge `key`", sink) {
+        Some((_, n)) => match bounded(n, "edge `key`", MAX_KEY_SELECTOR, sink) {
             Some(k) => {
                 if let Err(reason) = names::check_key_selector(k) {
                     sink.push(
@@ -789,26 +948,25 @@ fn edge(node: &Node, branes: &BTreeMap<String, Brane>, sink: &mut Sink) -> Optio
             _ => wrong_type(n, "a boolean", "edge `ordered`", sink),
         }
     }
-    let max_attempts = match get(entries, "max_attempts") {
-        Some((_, n)) => match n.value {
-            Value::Int(v) if (1..=MAX_ATTEMPTS_LIMIT).contains(&v) => u32::try_from(v).ok(),
-            Value::Int(v) => {
-                sink.push(
-                    ErrorKind::InvalidLimit,
-                    n.span,
-                    format!(
-                        "invalid edge `max_attempts` {v}: it must be between 1 and {MAX_ATTEMPTS_LIMIT}"
-                    ),
-                );
-                None
-            }
+    let max_attempts = get(entries, "max_attempts").and_then(|(_, n)| {
+        let written = match &n.value {
+            Value::Int(v) if (1..=MAX_ATTEMPTS_LIMIT).contains(v) => return u32::try_from(*v).ok(),
+            Value::Int(v) => v.to_string(),
+            Value::BigInt(w) => w.clone(),
             _ => {
                 wrong_type(n, "an integer", "edge `max_attempts`", sink);
-                None
+                return None;
             }
-        },
-        None => None,
-    };
+        };
+        sink.push(
+            ErrorKind::InvalidLimit,
+            n.span,
+            format!(
+                "invalid edge `max_attempts` {written}: it must be between 1 and {MAX_ATTEMPTS_LIMIT}"
+            ),
+        );
+        None
+    });
     let (from, to, on) = (from?, to?, on?);
     ok.then_some(Edge {
         from: from.0,
@@ -820,54 +978,6 @@ fn edge(node: &Node, branes: &BTreeMap<String, Brane>, sink: &mut Sink) -> Optio
     })
 }
 
-/// Incrementally built graph that refuses edges closing a cycle.
-#[derive(Default)]
-struct Dag {
-    out: HashMap<String, Vec<String>>,
-}
-
-impl Dag {
-    /// Add `from -> to`; if `to` already reaches `from`, return the cycle
-    /// `to -> … -> from -> to` (shortest path) and leave the graph unchanged.
-    fn add(&mut self, from: &str, to: &str) -> Option<Vec<String>> {
-        if let Some(mut path) = self.path(to, from) {
-            path.push(to.to_owned());
-            return Some(path);
-        }
-        self.out
-            .entry(from.to_owned())
-            .or_default()
-            .push(to.to_owned());
-        None
-    }
-
-    /// Breadth-first shortest path `start -> … -> goal`.
-    fn path(&self, start: &str, goal: &str) -> Option<Vec<String>> {
-        let mut parent: HashMap<&str, &str> = HashMap::new();
-        let mut queue = std::collections::VecDeque::from([start]);
-        let mut visited = BTreeSet::from([start]);
-        while let Some(n) = queue.pop_front() {
-            if n == goal {
-                let mut path = vec![n.to_owned()];
-                let mut cur = n;
-                while let Some(p) = parent.get(cur) {
-                    path.push((*p).to_owned());
-                    cur = p;
-                }
-                path.reverse();
-                return Some(path);
-            }
-            for next in self.out.get(n).into_iter().flatten() {
-                if visited.insert(next.as_str()) {
-                    parent.insert(next, n);
-                    queue.push_back(next);
-                }
-            }
-        }
-        None
-    }
-}
-
 // ---------------------------------------------------------------- events
 
 fn events(node: &Node, edges: &[Edge], sink: &mut Sink) -> BTreeMap<String, EventType> {
@@ -875,14 +985,24 @@ fn events(node: &Node, edges: &[Edge], sink: &mut Sink) -> BTreeMap<String, Even
     let Some(entries) = table(node, "`event`", sink) else {
         return out;
     };
-    for (key, body) in entries {
+    let carried: HashSet<&str> = edges.iter().map(|e| e.on.as_str()).collect();
+    for (key, body) in capped(
+        entries,
+        MAX_ENTRIES,
+        "event sections",
+        |(k, _)| k.span,
+        sink,
+    ) {
+        if !fits(&key.name, key.span, "an event type", MAX_EVENT_TYPE, sink) {
+            continue;
+        }
         if let Err(reason) = names::check_event_type(&key.name) {
             sink.push(
                 ErrorKind::InvalidEventType,
                 key.span,
                 format!("invalid event type `{}`: {reason}", key.name),
             );
-        } else if !edges.iter().any(|e| e.on == key.name) {
+        } else if !carried.contains(key.name.as_str()) {
             sink.push_help(
                 ErrorKind::EventWithoutProducer,
                 key.span,
@@ -890,7 +1010,7 @@ fn events(node: &Node, edges: &[Edge], sink: &mut Sink) -> BTreeMap<String, Even
                     "event type `{}` is declared but no edge carries it",
                     key.name
                 ),
-                did_you_mean(&key.name, edges.iter().map(|e| e.on.as_str())).or(Some(
+                did_you_mean(&key.name, carried.iter().copied()).or(Some(
                     "add an edge with `on = \"…\"` for it, or remove the section".into(),
                 )),
             );
@@ -938,6 +1058,18 @@ fn to_json(node: &Node, sink: &mut Sink) -> Option<serde_json::Value> {
         Value::Array(items) => J::Array(items.iter().filter_map(|v| to_json(v, sink)).collect()),
         Value::Str(s) => J::String(s.clone()),
         Value::Int(n) => J::from(*n),
+        Value::BigInt(written) => match written.parse::<u64>() {
+            Ok(n) => J::from(n),
+            Err(_) => {
+                wrong_type(
+                    node,
+                    "an integer that fits in 64 bits",
+                    "schema value",
+                    sink,
+                );
+                return None;
+            }
+        },
         Value::Bool(b) => J::Bool(*b),
         Value::Float(f) if f.is_finite() => J::from(*f),
         Value::Float(_) | Value::Null | Value::Datetime => {
@@ -968,7 +1100,10 @@ fn resolvers(
         .filter(|(_, b)| b.http)
         .map(|(n, _)| n.as_str())
         .collect();
-    for (key, body) in entries {
+    for (key, body) in capped(entries, MAX_ENTRIES, "resolvers", |(k, _)| k.span, sink) {
+        if !fits(&key.name, key.span, "a resolver name", MAX_BRANE_NAME, sink) {
+            continue;
+        }
         if let Err(reason) = names::check_brane_name(&key.name) {
             sink.push(
                 ErrorKind::InvalidName,
@@ -994,7 +1129,7 @@ fn resolver(
     let entries = table(node, &what, sink)?;
     check_keys(entries, RESOLVER_KEYS, &format!("in {what}"), sink);
     let host = match get(entries, "host") {
-        Some((_, n)) => string(n, "resolver `host`", sink).and_then(|h| {
+        Some((_, n)) => bounded(n, "resolver `host`", MAX_DNS_NAME, sink).and_then(|h| {
             match names::check_dns_name(h) {
                 Ok(()) => Some(h.to_owned()),
                 Err(reason) => {
@@ -1034,7 +1169,7 @@ fn resolver(
     };
     let brane = match get(entries, "brane") {
         Some((_, n)) => {
-            let name = string(n, "resolver `brane`", sink)?;
+            let name = bounded(n, "resolver `brane`", MAX_BRANE_NAME, sink)?;
             match branes.get(name) {
                 None => {
                     sink.push_help(

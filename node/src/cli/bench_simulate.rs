@@ -91,7 +91,7 @@ fn one(n: usize, virtual_ms: u64, seed: u64) -> Result<Value, CliError> {
 pub(super) fn run(args: &SimulateBenchArgs, out: &Output) -> Result<ExitCode, CliError> {
     let virtual_ms = args.virtual_time.as_millis() as u64;
     if let Some(n) = args.one {
-        println!("{}", one(n, virtual_ms, args.seed)?);
+        super::output::stdout_line(&one(n, virtual_ms, args.seed)?.to_string());
         return Ok(ExitCode::SUCCESS);
     }
     let exe = std::env::current_exe().map_err(fail)?;

@@ -83,11 +83,7 @@ fn deliver(
     let start = now.unix.0;
     let mut d = Delivery::new(DeliveryConfig::default(), me, [0x0d; 32], now);
     d.set_topology(topology);
-    let say = |line: &str| {
-        if !out.is_json() {
-            println!("{line}");
-        }
-    };
+    let say = |line: &str| out.say(line);
     for (i, (target, ty, payload)) in injects.iter().enumerate() {
         d.emit(
             CommandId(i as u64),
@@ -480,11 +476,11 @@ pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
             }),
         );
     } else {
-        println!(
+        out.say(format!(
             "{} deliveries, {failures} failed, {} branes skipped",
             lines.len(),
             skipped.len()
-        );
+        ));
     }
     http_serve::serve(http, args.serve_for)?;
     Ok(if failures == 0 {

@@ -72,7 +72,7 @@ pub(super) fn bind(brane: HttpBrane, addr: SocketAddr, out: &Output) -> Result<S
     if out.is_json() {
         eprintln!("[omega] {line}");
     } else {
-        println!("{line}");
+        out.say(line);
     }
     Ok(Serving {
         brane: Arc::new(brane),

@@ -1,12 +1,14 @@
 //! `omega validate`, `omega graph`, `omega fmt`: ZGraph manifests.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use omega_zgraph::{Diagnostics, Format, Plan, render};
+use omega_zgraph::{Diagnostics, Format, Plan, bounds, render};
 use serde_json::{Value, json};
 
+use super::output::stderr_text;
 use super::{CliError, Output};
 
 /// A manifest syntax, as a command-line value.
@@ -89,7 +91,9 @@ enum LoadError {
     Invalid(Box<Diagnostics>),
 }
 
-fn read_source(path: &Path, syntax: Option<Syntax>) -> Result<(String, Format), CliError> {
+/// Read a manifest's bytes: at most one byte more than the largest manifest,
+/// so a huge file costs no more than that; `load_bytes` refuses the excess.
+fn read_source(path: &Path, syntax: Option<Syntax>) -> Result<(Vec<u8>, Format), CliError> {
     let format = match syntax {
         Some(s) => s.into(),
         None => Format::from_path(path).ok_or_else(|| {
@@ -99,12 +103,14 @@ fn read_source(path: &Path, syntax: Option<Syntax>) -> Result<(String, Format), 
             )
         })?,
     };
-    let source = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())
+    let limit = u64::try_from(bounds::MAX_MANIFEST_BYTES + 1).unwrap_or(u64::MAX);
+    let mut source = Vec::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin().lock().take(limit).read_to_end(&mut source)
     } else {
-        std::fs::read_to_string(path)
-    }
-    .map_err(|source| CliError::Io {
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut source))
+    };
+    read.map_err(|source| CliError::Io {
         path: path.display().to_string(),
         source,
     })?;
@@ -113,7 +119,7 @@ fn read_source(path: &Path, syntax: Option<Syntax>) -> Result<(String, Format), 
 
 fn load(path: &Path, syntax: Option<Syntax>) -> Result<Plan, LoadError> {
     let (source, format) = read_source(path, syntax).map_err(LoadError::Cli)?;
-    omega_zgraph::load(&source, &path.display().to_string(), format)
+    omega_zgraph::load_bytes(&source, &path.display().to_string(), format)
         .map_err(|d| LoadError::Invalid(Box::new(d)))
 }
 
@@ -135,9 +141,10 @@ fn diagnostics_json(d: &Diagnostics) -> Value {
     )
 }
 
-/// Print diagnostics for people, with source snippets.
+/// Print diagnostics for people, with source snippets (`Diagnostics`
+/// escapes the manifest's control characters in both).
 fn print_diagnostics(d: Diagnostics) {
-    eprintln!("{:?}", miette::Report::new(d));
+    stderr_text(&format!("{:?}", miette::Report::new(d)));
 }
 
 /// Load one manifest for a verb that needs a valid plan; invalid manifests
@@ -172,13 +179,11 @@ pub(super) fn validate(args: &ValidateArgs, out: &Output) -> Result<ExitCode, Cl
         match load(path, args.format) {
             Ok(plan) => {
                 let hash = plan.hash().to_string();
-                if !out.is_json() {
-                    println!(
-                        "ok  {file}  plan {hash}  ({} branes, {} edges)",
-                        plan.branes().len(),
-                        plan.edges().len()
-                    );
-                }
+                out.say(format!(
+                    "ok  {file}  plan {hash}  ({} branes, {} edges)",
+                    plan.branes().len(),
+                    plan.edges().len()
+                ));
                 reports.push(json!({
                     "file": file, "ok": true, "plan_hash": hash,
                     "branes": plan.branes().len(), "edges": plan.edges().len(),

@@ -25,36 +25,60 @@ impl Output {
     /// A reader that went away (`omega tail … | head`) ends the process
     /// quietly instead of a panic on the broken pipe.
     pub fn print(&self, human: impl Display, machine: Value) {
-        use std::io::Write as _;
-        let text = if self.json {
-            serde_json::to_string_pretty(&machine).unwrap_or_default()
+        if self.json {
+            stdout_line(&serde_json::to_string_pretty(&machine).unwrap_or_default());
         } else {
-            human.to_string()
-        };
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-            eprintln!("error: writing to stdout: {e}");
+            self.say(human);
+        }
+    }
+
+    /// Print one line of text for people on stdout (nothing with `--json`),
+    /// as [`Output::print`] does: control characters escaped, a closed pipe
+    /// ends the process quietly.
+    pub fn say(&self, human: impl Display) {
+        if !self.json {
+            stdout_line(&omega_zgraph::escape_text(&human.to_string()));
         }
     }
 
     /// Report an error: JSON on stdout with `--json`, text on stderr otherwise.
     pub fn error(&self, err: &CliError) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({ "ok": false, "error": err.to_json() }))
-                    .unwrap_or_default()
+            stdout_line(
+                &serde_json::to_string_pretty(&json!({ "ok": false, "error": err.to_json() }))
+                    .unwrap_or_default(),
             );
         } else {
-            eprintln!("error: {err}");
+            let mut text = format!("error: {err}");
             if let Some(help) = err.help() {
-                eprintln!("  help: {help}");
+                text.push_str(&format!("\n  help: {help}"));
             }
+            stderr_text(&omega_zgraph::escape_text(&text));
         }
     }
+}
+
+/// Write `text` and a newline to stdout. Every verb's stdout goes through
+/// here: a reader that went away (`omega graph … | head -1`) ends the
+/// process with status 0, since all the reader wanted was printed.
+pub(super) fn stdout_line(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        stderr_text(&format!("error: writing to stdout: {e}"));
+    }
+}
+
+/// Write `text` and a newline to stderr; a stderr that cannot be written
+/// (closed, a broken pipe) is ignored, where `eprintln!` would panic. The
+/// exit code still says what happened.
+pub(super) fn stderr_text(text: &str) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}").and_then(|()| err.flush());
 }
 
 /// An error a verb reports to the user (exit code 1).

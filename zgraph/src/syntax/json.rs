@@ -1,17 +1,20 @@
 //! A small strict JSON parser (RFC 8259) that keeps byte spans.
 //!
 //! No comments, no trailing commas, no duplicate keys (reported as
-//! [`ErrorKind::DuplicateKey`]), nesting bounded by [`super::MAX_DEPTH`].
+//! [`ErrorKind::DuplicateKey`]), nesting bounded by [`crate::bounds::MAX_DEPTH`].
 
 use super::{Key, MAX_DEPTH, Node, Value, check_duplicate_keys};
 use crate::ErrorKind;
 use crate::error::{Sink, Span};
 
 pub(super) fn parse(source: &str, sink: &mut Sink) -> Option<Node> {
+    // A byte order mark is allowed before the document, as TOML and YAML
+    // allow it; offsets still count from the start of the text.
+    let start = if source.starts_with('\u{feff}') { 3 } else { 0 };
     let mut p = Parser {
         src: source.as_bytes(),
         text: source,
-        pos: 0,
+        pos: start,
         depth: 0,
     };
     let result = p.document();
@@ -301,15 +304,10 @@ impl Parser<'_> {
         }
         let text = &self.text[start..self.pos];
         if !is_float {
-            if let Ok(n) = text.parse::<i64>() {
-                return Ok(Value::Int(n));
-            }
-            // Integer beyond i64: keep the sign for range checks.
-            return Ok(Value::Int(if text.starts_with('-') {
-                i64::MIN
-            } else {
-                i64::MAX
-            }));
+            return Ok(match text.parse::<i64>() {
+                Ok(n) => Value::Int(n),
+                Err(_) => Value::BigInt(text.to_owned()),
+            });
         }
         Ok(Value::Float(text.parse().unwrap_or(f64::NAN)))
     }

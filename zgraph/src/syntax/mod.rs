@@ -10,6 +10,7 @@ mod toml;
 mod yaml;
 
 use crate::Format;
+use crate::bounds::MAX_DEPTH;
 use crate::error::{Sink, Span};
 
 /// A value with its byte span.
@@ -33,6 +34,8 @@ pub(crate) enum Value {
     Array(Vec<Node>),
     Str(String),
     Int(i64),
+    /// An integer outside `i64`, as written (so errors can quote it).
+    BigInt(String),
     Float(f64),
     Bool(bool),
     /// JSON/YAML `null`: not part of the model (TOML has no null).
@@ -48,7 +51,7 @@ impl Value {
             Value::Table(_) => "a table",
             Value::Array(_) => "an array",
             Value::Str(_) => "a string",
-            Value::Int(_) => "an integer",
+            Value::Int(_) | Value::BigInt(_) => "an integer",
             Value::Float(_) => "a float",
             Value::Bool(_) => "a boolean",
             Value::Null => "null",
@@ -80,6 +83,3 @@ fn check_duplicate_keys(entries: &[(Key, Node)], sink: &mut Sink) {
         }
     }
 }
-
-/// Nesting limit for JSON and YAML documents (TOML's parser has its own).
-const MAX_DEPTH: usize = 128;

@@ -19,12 +19,12 @@ pub(super) fn parse(source: &str, sink: &mut Sink) -> Option<Node> {
     }
     let span = Span::from(doc.span());
     Some(Node {
-        value: table(doc.get_ref()),
+        value: table(doc.get_ref(), source),
         span,
     })
 }
 
-fn table(t: &DeTable<'_>) -> Value {
+fn table(t: &DeTable<'_>, source: &str) -> Value {
     Value::Table(
         t.iter()
             .map(|(k, v)| {
@@ -33,27 +33,30 @@ fn table(t: &DeTable<'_>) -> Value {
                         name: k.get_ref().to_string(),
                         span: k.span().into(),
                     },
-                    node(v),
+                    node(v, source),
                 )
             })
             .collect(),
     )
 }
 
-fn node(v: &Spanned<DeValue<'_>>) -> Node {
+fn node(v: &Spanned<DeValue<'_>>, source: &str) -> Node {
     let value = match v.get_ref() {
         DeValue::String(s) => Value::Str(s.to_string()),
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) => Value::Int(n),
-            // Out of i64 range: keep the sign so range checks can say so.
-            Err(_) if i.as_str().starts_with('-') => Value::Int(i64::MIN),
-            Err(_) => Value::Int(i64::MAX),
+            // Out of i64 range: keep it as written, for the error message.
+            Err(_) => Value::BigInt(
+                source
+                    .get(v.span())
+                    .map_or_else(|| i.as_str().to_owned(), str::to_owned),
+            ),
         },
         DeValue::Float(f) => Value::Float(f.as_str().parse().unwrap_or(f64::NAN)),
         DeValue::Boolean(b) => Value::Bool(*b),
         DeValue::Datetime(_) => Value::Datetime,
-        DeValue::Array(a) => Value::Array(a.iter().map(node).collect()),
-        DeValue::Table(t) => table(t),
+        DeValue::Array(a) => Value::Array(a.iter().map(|v| node(v, source)).collect()),
+        DeValue::Table(t) => table(t, source),
     };
     Node {
         value,

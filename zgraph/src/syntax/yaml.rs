@@ -165,6 +165,7 @@ fn attach(stack: &mut [Frame], root: &mut Option<Node>, node: Node) -> BResult<(
                 let name = match node.value {
                     Value::Str(s) => s,
                     Value::Int(n) => n.to_string(),
+                    Value::BigInt(s) => s,
                     Value::Bool(b) => b.to_string(),
                     _ => {
                         return Err((
@@ -217,7 +218,7 @@ fn resolve_plain(text: &str) -> Value {
         _ => {}
     }
     if let Some(int) = resolve_int(text) {
-        return Value::Int(int);
+        return int;
     }
     if is_core_float(text)
         && let Ok(f) = text.parse::<f64>()
@@ -227,7 +228,8 @@ fn resolve_plain(text: &str) -> Value {
     Value::Str(text.to_owned())
 }
 
-fn resolve_int(text: &str) -> Option<i64> {
+fn resolve_int(text: &str) -> Option<Value> {
+    let big = || Value::BigInt(text.to_owned());
     let (digits, radix) = if let Some(h) = text.strip_prefix("0x") {
         (h, 16)
     } else if let Some(o) = text.strip_prefix("0o") {
@@ -237,16 +239,12 @@ fn resolve_int(text: &str) -> Option<i64> {
         if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        return Some(text.parse::<i64>().unwrap_or(if text.starts_with('-') {
-            i64::MIN
-        } else {
-            i64::MAX
-        }));
+        return Some(text.parse::<i64>().map_or_else(|_| big(), Value::Int));
     };
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }
-    Some(i64::from_str_radix(digits, radix).unwrap_or(i64::MAX))
+    Some(i64::from_str_radix(digits, radix).map_or_else(|_| big(), Value::Int))
 }
 
 /// `[-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?`
