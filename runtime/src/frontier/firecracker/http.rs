@@ -1,11 +1,17 @@
-//! A small HTTP/1.1 client for the Firecracker API over its unix socket:
-//! one connection per request, `Connection: close`, bounded in time and
-//! size.
+//! The HTTP/1.1 client of the Firecracker API over its unix socket, on
+//! hyper: one connection per request, bounded in time ([`send`]'s timeout
+//! covers connecting, the head and the whole body) and size ([`MAX_HEAD`],
+//! [`MAX_BODY`]). The machine code is synchronous, so each exchange runs on
+//! a current-thread runtime of its own thread (never inside the caller's).
 
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use tokio::net::UnixStream;
+use wasmtime_wasi_http::io::TokioIo;
 
 use super::api::ApiRequest;
 
@@ -25,133 +31,78 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// Serialize `req` as HTTP/1.1 bytes.
-pub(crate) fn encode(req: &ApiRequest) -> Vec<u8> {
-    let body = req.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
-    let mut out = format!(
-        "{} {} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n",
-        req.method.as_str(),
-        req.path
-    );
-    if req.body.is_some() {
-        out.push_str("Content-Type: application/json\r\n");
-        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    out.push_str("\r\n");
-    out.push_str(&body);
-    out.into_bytes()
-}
-
 /// Send `req` over the socket at `socket`, waiting at most `timeout` in all.
 pub(crate) fn send(socket: &Path, req: &ApiRequest, timeout: Duration) -> io::Result<Response> {
-    let deadline = Instant::now() + timeout;
-    let mut stream = UnixStream::connect(socket)?;
-    let left = |d: Instant| {
-        d.saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
-    };
-    stream.set_write_timeout(Some(left(deadline)))?;
-    stream.write_all(&encode(req))?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    // Read until the head is complete, then the body by Content-Length.
-    let (head_len, status, content_length) = loop {
-        if let Some(pos) = find(&buf, b"\r\n\r\n") {
-            let (status, cl) = parse_head(&buf[..pos])?;
-            break (pos + 4, status, cl);
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(invalid("response head too large"));
-        }
-        if Instant::now() >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "response head timed out",
-            ));
-        }
-        stream.set_read_timeout(Some(left(deadline)))?;
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let want = match content_length {
-        Some(n) if n > MAX_BODY => {
-            return Err(invalid(format!("response body of {n} bytes too large")));
-        }
-        Some(n) => n,
-        None if status == 204 || status == 304 || (100..200).contains(&status) => 0,
-        // No length: read to EOF (we asked for `Connection: close`), bounded.
-        None => MAX_BODY + 1,
-    };
-    while buf.len() - head_len < want {
-        if Instant::now() >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "response body timed out",
-            ));
-        }
-        stream.set_read_timeout(Some(left(deadline)))?;
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            if content_length.is_none() {
-                break;
-            }
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "response body truncated",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() - head_len > MAX_BODY {
-            return Err(invalid("response body too large"));
-        }
-    }
-    let end = (head_len + want).min(buf.len());
-    Ok(Response {
-        status,
-        body: buf[head_len..end].to_vec(),
+    let body = req.body.as_ref().map(|b| b.to_string());
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()?;
+                rt.block_on(async {
+                    tokio::time::timeout(timeout, exchange(socket, req, body))
+                        .await
+                        .map_err(|_| {
+                            io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!("no complete answer within {timeout:?}"),
+                            )
+                        })?
+                })
+            })
+            .join()
+            .map_err(|_| io::Error::other("the API client thread panicked"))?
     })
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Parse the status line and `Content-Length` from a response head.
-pub(crate) fn parse_head(head: &[u8]) -> io::Result<(u16, Option<usize>)> {
-    let text = std::str::from_utf8(head).map_err(|_| invalid("response head is not UTF-8"))?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(invalid(format!("bad status line {status_line:?}")));
+async fn exchange(socket: &Path, req: &ApiRequest, body: Option<String>) -> io::Result<Response> {
+    let stream = UnixStream::connect(socket).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD.max(8192))
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| invalid(format!("HTTP: {e}")))?;
+    let conn = tokio::spawn(conn);
+    let mut builder = hyper::Request::builder()
+        .method(req.method.as_str())
+        .uri(req.path.as_str())
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::ACCEPT, "application/json");
+    if body.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
     }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .filter(|s| (100..600).contains(s))
-        .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
-    let mut content_length = None;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                let n = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid("bad Content-Length"))?;
-                content_length = Some(n);
-            } else if name.trim().eq_ignore_ascii_case("transfer-encoding") {
-                return Err(invalid("chunked responses are not supported"));
-            }
+    let request = builder
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| invalid(format!("request: {e}")))?;
+    let resp = sender
+        .send_request(request)
+        .await
+        .map_err(|e| invalid(format!("HTTP: {e}")))?;
+    let status = resp.status().as_u16();
+    let declared = resp
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > MAX_BODY as u64) {
+        conn.abort();
+        return Err(invalid(format!("response body of {n} bytes too large")));
+    }
+    let body = match Limited::new(resp.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes().to_vec(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            conn.abort();
+            return Err(invalid("response body too large"));
         }
-    }
-    Ok((status, content_length))
+        Err(e) => {
+            conn.abort();
+            return Err(invalid(format!("response body: {e}")));
+        }
+    };
+    conn.abort();
+    Ok(Response { status, body })
 }
 
 /// The `fault_message` of an error body, or the body itself (trimmed and
@@ -173,32 +124,10 @@ pub(crate) fn fault_message(body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
     use crate::frontier::firecracker::api;
-
-    #[test]
-    fn encodes_put_with_length() {
-        let bytes = encode(&api::action(api::Action::InstanceStart));
-        let text = String::from_utf8(bytes).unwrap_or_default();
-        assert!(text.starts_with("PUT /actions HTTP/1.1\r\n"));
-        assert!(text.contains("Content-Length: 31\r\n"), "{text}");
-        assert!(text.ends_with("\r\n\r\n{\"action_type\":\"InstanceStart\"}"));
-    }
-
-    #[test]
-    fn parses_heads_and_rejects_garbage() {
-        assert_eq!(
-            parse_head(b"HTTP/1.1 204 No Content").ok(),
-            Some((204, None))
-        );
-        assert_eq!(
-            parse_head(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 12").ok(),
-            Some((400, Some(12)))
-        );
-        assert!(parse_head(b"SSH-2.0 hello").is_err());
-        assert!(parse_head(b"HTTP/1.1 abc").is_err());
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: -1").is_err());
-    }
 
     #[test]
     fn fault_message_extracted() {
@@ -220,6 +149,8 @@ mod tests {
             for reply in [
                 &b"HTTP/1.1 400 Bad Request\r\nContent-Length: 24\r\n\r\n{\"fault_message\":\"nope\"}"[..],
                 &b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n"[..],
+                &b"SSH-2.0 not http\r\n\r\n"[..],
+                &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40001\r\n"[..],
                 &b""[..],
             ] {
                 let (mut s, _) = listener.accept().unwrap();
@@ -238,6 +169,15 @@ mod tests {
         assert_eq!(fault_message(&r.body), "nope");
         let e = send(&sock, &api::describe_instance(), Duration::from_secs(5)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("too large"), "{e}");
+        let e = send(&sock, &api::describe_instance(), Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "not HTTP: {e}");
+        let e = send(&sock, &api::describe_instance(), Duration::from_secs(5)).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            io::ErrorKind::InvalidData,
+            "a chunk beyond the limit: {e}"
+        );
         let e = send(&sock, &api::describe_instance(), Duration::from_millis(100)).unwrap_err();
         assert!(
             matches!(
