@@ -345,10 +345,10 @@ impl Layer {
 #[non_exhaustive]
 pub enum Refusal {
     /// Invalid by UCAN 1.0.
-    #[error("{0}")]
+    #[error("refused by the spec: {0}")]
     Spec(ChainError),
     /// Valid by UCAN 1.0, refused by the mesh policy.
-    #[error("{0}")]
+    #[error("refused by the mesh policy: {0}")]
     Mesh(PolicyError),
 }
 
@@ -753,8 +753,9 @@ impl Validator {
             pos: TokenPos::Invocation,
             cid: inv.cid(),
         };
-        // 1. The invocation's signature.
-        inv.verify_signature()
+        // 1. The invocation's signature (checked once: not worth the
+        // process-wide cache, see `Signed::verify_signature_once`).
+        inv.verify_signature_once()
             .map_err(|_| ChainError::BadSignature { token: inv_ref })?;
         // 2. Shape.
         if p.prf.is_empty() && p.iss != p.sub {

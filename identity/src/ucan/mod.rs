@@ -288,6 +288,23 @@ impl<T: Payload> Signed<T> {
         if ok { Ok(()) } else { Err(BadSignature) }
     }
 
+    /// [`Signed::verify_signature`] without the process-wide cache: for a
+    /// token checked once, such as an invocation. The result is still cached
+    /// in this decoded token.
+    pub fn verify_signature_once(&self) -> Result<(), BadSignature> {
+        let ok = *self.verified.get_or_init(|| {
+            let msg = &self.bytes[self.signed_range.clone()];
+            self.signature.as_ref().is_some_and(|sig| {
+                self.payload
+                    .issuer()
+                    .public_key()
+                    .verify_uncached(msg, sig)
+                    .is_ok()
+            })
+        });
+        if ok { Ok(()) } else { Err(BadSignature) }
+    }
+
     /// Decodes standard base64 (padded or not; the URL-safe alphabet is accepted too).
     pub fn from_base64(text: &str) -> Result<Self, TokenError> {
         let text = text.trim();
