@@ -691,10 +691,7 @@ impl DesiredState {
         let v = verify(
             bytes,
             &self.root,
-            &self.config.validator,
-            &self.config.policy,
-            self.config.max_record_bytes,
-            self.config.max_name_len,
+            &self.config,
             &self.revoked.tokens,
             &self.revoked.nodes,
         )

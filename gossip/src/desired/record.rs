@@ -490,14 +490,13 @@ pub(crate) fn verify_emit(
 pub(crate) fn verify(
     bytes: &[u8],
     root: &Did,
-    validator: &ValidatorConfig,
-    policy: &MeshPolicy,
-    max_len: usize,
-    max_name_len: usize,
+    config: &super::Config,
     revoked: &RevocationSet,
     revoked_nodes: &std::collections::BTreeSet<Did>,
 ) -> Result<Verified, RecordError> {
-    let rec = DesiredRecord::decode(bytes, max_len)?;
+    let (validator, policy) = (&config.validator, &config.policy);
+    let max_name_len = config.max_name_len;
+    let rec = DesiredRecord::decode(bytes, config.max_record_bytes)?;
     let p = rec.invocation.payload();
     if p.sub != *root {
         return Err(RecordError::WrongMesh {
