@@ -27,7 +27,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use omega_identity::chain::{ChainError, ReplayGuard, Validator, ValidatorConfig};
+use omega_identity::chain::{
+    ChainError, MeshPolicy, Refusal, ReplayGuard, Validator, ValidatorConfig,
+};
 use omega_identity::policy::Policy;
 use omega_identity::ucan::{Command, Delegation, Invocation, Signed, TokenError};
 use omega_identity::{Cid, Did, Ipld, Keypair};
@@ -64,9 +66,10 @@ pub enum JoinError {
         /// This mesh's root.
         this_mesh: String,
     },
-    /// The delegation chain is not valid (expired, revoked, tampered, policy…).
+    /// The delegation chain is not valid (expired, revoked, tampered, policy…),
+    /// by the spec or by the mesh policy ([`Refusal::layer`]).
     #[error("invalid token chain: {0}")]
-    Chain(Box<ChainError>),
+    Chain(Box<Refusal>),
     /// The invocation names a node other than the authenticated peer.
     #[error("token presented for node {claimed} by peer {actual}")]
     WrongNode {
@@ -88,6 +91,12 @@ pub enum JoinError {
 
 impl From<ChainError> for JoinError {
     fn from(e: ChainError) -> Self {
+        Self::Chain(Box::new(Refusal::Spec(e)))
+    }
+}
+
+impl From<Refusal> for JoinError {
+    fn from(e: Refusal) -> Self {
         Self::Chain(Box::new(e))
     }
 }
@@ -332,6 +341,7 @@ pub struct Admitted {
 pub struct Admitter {
     mesh: Did,
     validator: Validator,
+    policy: MeshPolicy,
     seen: ReplayGuard,
 }
 
@@ -342,6 +352,7 @@ impl Admitter {
         Self {
             mesh,
             validator: Validator::new(ValidatorConfig::default()),
+            policy: MeshPolicy::default(),
             seen: ReplayGuard::new(max_replay),
         }
     }
@@ -380,9 +391,14 @@ impl Admitter {
         }
         let proofs = [del];
         self.seen.prune(now);
-        let valid =
-            self.validator
-                .validate(&inv, &proofs[..], now, &revoked.tokens, &mut self.seen)?;
+        let valid = self.policy.validate(
+            &self.validator,
+            &inv,
+            &proofs[..],
+            now,
+            &revoked.tokens,
+            &mut self.seen,
+        )?;
         if valid.subject != self.mesh || valid.root_issuer != self.mesh {
             return Err(JoinError::OtherMesh {
                 token_mesh: valid.root_issuer.to_string(),
@@ -469,14 +485,14 @@ mod tests {
             .unwrap();
         assert!(matches!(
             adm.admit(&id, &req, NOW, &none()),
-            Err(JoinError::Chain(e)) if matches!(*e, ChainError::PolicyMismatch { .. })
+            Err(JoinError::Chain(e)) if matches!(e.as_spec(), Some(ChainError::PolicyMismatch { .. }))
         ));
         let req = token
             .invoke(&node.did(), "pi-01", Substrate::Habitat, NOW, vec![3])
             .unwrap();
         assert!(matches!(
             adm.admit(&id, &req, NOW, &none()),
-            Err(JoinError::Chain(e)) if matches!(*e, ChainError::PolicyMismatch { .. })
+            Err(JoinError::Chain(e)) if matches!(e.as_spec(), Some(ChainError::PolicyMismatch { .. }))
         ));
         // Expired.
         let req = token
@@ -490,7 +506,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             adm.admit(&id, &req, NOW + 7200, &none()),
-            Err(JoinError::Chain(e)) if matches!(*e, ChainError::Expired { .. })
+            Err(JoinError::Chain(e)) if matches!(e.as_spec(), Some(ChainError::Expired { .. }))
         ));
         // Presented by another peer.
         let req = token
@@ -519,7 +535,7 @@ mod tests {
         revoked.tokens.insert(token.delegation.cid());
         assert!(matches!(
             adm.admit(&id, &req, NOW, &revoked),
-            Err(JoinError::Chain(e)) if matches!(*e, ChainError::Revoked { .. })
+            Err(JoinError::Chain(e)) if matches!(e.as_spec(), Some(ChainError::Revoked { .. }))
         ));
         revoked.nodes.insert(node.did());
         assert!(matches!(

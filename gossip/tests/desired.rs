@@ -671,3 +671,166 @@ fn counts_larger_than_the_bytes_that_follow_are_refused_before_decoding() {
     assert!(s.diff_since(&other.state_vector()).is_ok());
     assert!(other.diff_since(&s.state_vector()).is_ok());
 }
+
+/// What a `/ucan/revoke` write did: `Ok`, or the refusal's short name.
+fn ucan_revoke_outcome(r: Result<Vec<u8>, WriteError>) -> Result<(), String> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(WriteError::Refused(Refusal::InvalidRecord { error, .. })) => Err(match error {
+            RecordError::NotInChain { .. } => "not-in-chain".into(),
+            RecordError::Unauthorized(e) => format!("{}:{}", e.layer().as_str(), e.class()),
+            other => format!("{other}"),
+        }),
+        Err(WriteError::Refused(Refusal::Full { what, .. })) => Err(format!("full:{what}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The UCAN revocation rule, case by case: the issuer of the revoked
+/// delegation or of any delegation in its chain (from the mesh root) may
+/// revoke it; its audience, a stranger, or a forged chain may not.
+#[test]
+fn ucan_revoke_is_authorized_by_the_chain() {
+    let root = key(1);
+    let admin = key(2);
+    let ci = key(3);
+    let stranger = key(4);
+    let d1 = delegate(&root, &admin, "/manifest", None, NOW_S + 3600);
+    let d2 = delegate(&admin, &ci, "/manifest/apply", None, NOW_S + 3600);
+    let forged = delegate(&stranger, &admin, "/manifest", None, NOW_S + 3600);
+    let powerline = {
+        let mut d = d2.payload().clone();
+        d.sub = None;
+        Signed::sign(d, &admin).unwrap()
+    };
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(&str, &Keypair, Vec<Signed<Delegation>>, Result<(), &str>)> = vec![
+        (
+            "the root, above the issuer",
+            &root,
+            vec![d1.clone(), d2.clone()],
+            Ok(()),
+        ),
+        ("the issuer", &admin, vec![d1.clone(), d2.clone()], Ok(())),
+        (
+            "the audience",
+            &ci,
+            vec![d1.clone(), d2.clone()],
+            Err("not-in-chain"),
+        ),
+        (
+            "a stranger",
+            &stranger,
+            vec![d1.clone(), d2.clone()],
+            Err("not-in-chain"),
+        ),
+        (
+            "a forged chain",
+            &stranger,
+            vec![forged.clone(), d2.clone()],
+            Err("spec:root-not-subject"),
+        ),
+        (
+            "a path that skips the root",
+            &admin,
+            vec![d2.clone()],
+            Err("spec:root-not-subject"),
+        ),
+        (
+            "a powerline in the path",
+            &admin,
+            vec![d1.clone(), powerline],
+            Err("mesh:powerline-not-allowed"),
+        ),
+    ];
+    for (i, (name, signer, path, want)) in rows.into_iter().enumerate() {
+        let mut s = replica(1);
+        let rec = DesiredRecord::revoke_by_chain(
+            path,
+            Hlc::new(NOW_MS, 1),
+            auth(signer, vec![], i as u64),
+        )
+        .unwrap();
+        let got = ucan_revoke_outcome(s.write_local(&rec, NOW_MS));
+        assert_eq!(got, want.map_err(str::to_owned), "{name}");
+    }
+    // A record whose signed path is not the chain it carries is refused.
+    let rec = DesiredRecord::revoke_by_chain(
+        vec![d1.clone(), d2.clone()],
+        Hlc::new(NOW_MS, 1),
+        auth(&admin, vec![], 9),
+    )
+    .unwrap();
+    let swapped = DesiredRecord::from_parts(rec.invocation().clone(), vec![d1.clone()], vec![]);
+    assert_eq!(
+        ucan_revoke_outcome(replica(1).write_local(&swapped, NOW_MS)),
+        Err("argument `path` is missing or malformed".into())
+    );
+}
+
+/// A token revoked by its issuer is refused on every replica, with
+/// everything that needs it; its parent still works; the set is bounded.
+#[test]
+fn ucan_revoke_replicates_and_the_set_is_bounded() {
+    let root = key(1);
+    let admin = key(2);
+    let ci = key(3);
+    let d1 = delegate(&root, &admin, "/manifest", None, NOW_S + 3600);
+    let d2 = delegate(&admin, &ci, "/manifest/apply", None, NOW_S + 3600);
+    let mut a = replica(1);
+    let mut b = replica(2);
+    let apply = |signer: &Keypair, proofs: Vec<Signed<Delegation>>, name: &str, n: u64| {
+        DesiredRecord::apply(
+            name,
+            &plan(1),
+            Hlc::new(NOW_MS, n as u32),
+            auth(signer, proofs, n),
+        )
+        .unwrap()
+    };
+    let u = a
+        .apply_local(&apply(&ci, vec![d1.clone(), d2.clone()], "web", 1), NOW_MS)
+        .unwrap();
+    b.handle_update(from(), &u, NOW_MS).unwrap();
+    assert_eq!(b.manifests().count(), 1);
+    let rev = DesiredRecord::revoke_by_chain(
+        vec![d1.clone(), d2.clone()],
+        Hlc::new(NOW_MS, 2),
+        auth(&admin, vec![], 2),
+    )
+    .unwrap();
+    let u = a.write_local(&rev, NOW_MS).unwrap();
+    let changes = b.handle_update(from(), &u, NOW_MS).unwrap();
+    assert!(changes.contains(&Change::Revoked(Revocation::Token(d2.cid()))));
+    assert!(changes.contains(&Change::Deleted { name: "web".into() }));
+    for s in [&mut a, &mut b] {
+        assert!(s.revocations().tokens.contains(&d2.cid()));
+        assert_eq!(s.manifests().count(), 0);
+        let r = s.apply_local(&apply(&ci, vec![d1.clone(), d2.clone()], "web", 3), NOW_MS);
+        assert!(refused_unauthorized(r));
+        // The parent delegation was not revoked.
+        s.apply_local(&apply(&admin, vec![d1.clone()], "db", 4), NOW_MS)
+            .unwrap();
+    }
+    // Bounded: with room for one revocation, a second is refused, not kept.
+    let mut small = DesiredState::new(
+        root.did(),
+        Config {
+            max_revocations: 1,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    small.write_local(&rev, NOW_MS).unwrap();
+    let second = DesiredRecord::revoke_by_chain(
+        vec![d1.clone()],
+        Hlc::new(NOW_MS, 5),
+        auth(&root, vec![], 5),
+    )
+    .unwrap();
+    assert_eq!(
+        ucan_revoke_outcome(small.write_local(&second, NOW_MS)),
+        Err("full:revocations".into())
+    );
+    assert_eq!(small.revocations().tokens.len(), 1);
+}

@@ -3,9 +3,13 @@
 //!
 //! Run with `cargo bench -p omega-identity --bench verify_chain`. Prints a table:
 //!
-//! - `ed25519 verify_strict` — one raw signature check, the floor of everything;
-//! - `validate, cold proofs` — every iteration decodes the three delegations and
-//!   the invocation from bytes, so all four signatures are checked;
+//! - `ed25519 verify_strict (raw)` — ed25519-dalek itself, no cache, over each
+//!   invocation's signature payload: the floor of everything;
+//! - `validate, cold` — every iteration decodes the three delegations and
+//!   the invocation from bytes, with the process-wide cache off, so all four
+//!   signatures are checked and every key is decompressed;
+//! - `validate, re-decoded proofs` — the same with the cache on: the
+//!   delegations' signatures are found in it;
 //! - `validate, warm proofs` — delegations decoded once and kept in the proof
 //!   store (as a node does), so their cached signature results are reused; each
 //!   iteration still decodes and verifies a fresh invocation;
@@ -53,37 +57,51 @@ fn main() {
         .collect();
     let prf: Vec<_> = dels.iter().map(Signed::cid).collect();
     let args = BTreeMap::from([("substrate".to_owned(), Ipld::String("habitat".into()))]);
-    let invocations: Vec<Vec<u8>> = (0..ITERATIONS)
-        .map(|n| {
-            let inv = Invocation::new(
-                keys[3].did(),
-                root,
-                cmd("/mesh/join"),
-                (n as u64).to_be_bytes().to_vec(),
-            )
-            .with_args(args.clone())
-            .with_proofs(prf.clone())
-            .with_exp(NOW + 60);
-            Signed::sign(inv, &keys[3])
-                .expect("sign invocation")
-                .to_bytes()
-        })
-        .collect();
+    // Each row gets invocations of its own (nonces `batch * ITERATIONS + n`),
+    // so that no row finds another's signatures in the process-wide cache.
+    let batch = |batch: usize| -> Vec<Vec<u8>> {
+        (0..ITERATIONS)
+            .map(|n| {
+                let inv = Invocation::new(
+                    keys[3].did(),
+                    root,
+                    cmd("/mesh/join"),
+                    ((batch * ITERATIONS + n) as u64).to_be_bytes().to_vec(),
+                )
+                .with_args(args.clone())
+                .with_proofs(prf.clone())
+                .with_exp(NOW + 60);
+                Signed::sign(inv, &keys[3])
+                    .expect("sign invocation")
+                    .to_bytes()
+            })
+            .collect()
+    };
+    let invocations = batch(0);
     let del_bytes: Vec<Vec<u8>> = dels.iter().map(Signed::to_bytes).collect();
     let validator = Validator::default();
     let revoked = RevocationSet::new();
     let mut rows: Vec<(&str, usize, Duration)> = Vec::new();
 
-    // Floor: raw verify_strict.
-    let pk = keys[3].public();
-    let msg = dels[0].signature_payload().to_vec();
-    let sig = keys[3].sign(&msg);
+    // Floor: raw ed25519-dalek `verify_strict`, no cache, over each
+    // invocation's own signature payload (what the warm path must check).
+    let raw: Vec<(Vec<u8>, ed25519_dalek::Signature)> = invocations
+        .iter()
+        .map(|b| {
+            let inv = Signed::<Invocation>::decode(b).expect("decodes");
+            let sig = ed25519_dalek::Signature::from_bytes(
+                inv.signature().expect("64-byte signature").as_bytes(),
+            );
+            (inv.signature_payload().to_vec(), sig)
+        })
+        .collect();
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(keys[3].public().as_bytes()).expect("key");
     let t = Instant::now();
-    for _ in 0..ITERATIONS {
-        pk.verify(black_box(&msg), black_box(&sig))
+    for (msg, sig) in &raw {
+        vk.verify_strict(black_box(msg), black_box(sig))
             .expect("verifies");
     }
-    rows.push(("ed25519 verify_strict", ITERATIONS, t.elapsed()));
+    rows.push(("ed25519 verify_strict (raw)", ITERATIONS, t.elapsed()));
 
     // did:key parsing (base58 + point decompression), twice per invocation.
     let did_text = keys[3].did().to_string();
@@ -104,28 +122,42 @@ fn main() {
     }
     rows.push(("decode invocation (+CID)", ITERATIONS, t.elapsed()));
 
-    // Cold: decode all four tokens, four signature checks, per iteration.
-    let mut seen = ReplayGuard::new(ITERATIONS);
-    let t = Instant::now();
-    for bytes in &invocations {
-        let store: HashMap<_, _> = del_bytes
-            .iter()
-            .map(|b| {
-                let d = Signed::<Delegation>::decode(b).expect("decodes");
-                (d.cid(), d)
-            })
-            .collect();
-        let inv = Signed::<Invocation>::decode(bytes).expect("decodes");
-        black_box(
-            validator
-                .validate(&inv, &store, NOW, &revoked, &mut seen)
-                .expect("valid"),
-        );
-    }
+    // Cold: decode all four tokens, four signature checks, per iteration,
+    // with the process-wide cache off (every key decompressed, every
+    // signature checked).
+    let cold = |invocations: &[Vec<u8>]| {
+        let mut seen = ReplayGuard::new(ITERATIONS);
+        let t = Instant::now();
+        for bytes in invocations {
+            let store: HashMap<_, _> = del_bytes
+                .iter()
+                .map(|b| {
+                    let d = Signed::<Delegation>::decode(b).expect("decodes");
+                    (d.cid(), d)
+                })
+                .collect();
+            let inv = Signed::<Invocation>::decode(bytes).expect("decodes");
+            black_box(
+                validator
+                    .validate(&inv, &store, NOW, &revoked, &mut seen)
+                    .expect("valid"),
+            );
+        }
+        t.elapsed()
+    };
+    omega_identity::cache::set_capacity(0);
     rows.push((
-        "validate, cold proofs (4 sig checks)",
+        "validate, cold (4 sig checks, no cache)",
         ITERATIONS,
-        t.elapsed(),
+        cold(&batch(1)),
+    ));
+    // The same with the process-wide cache on: proofs arrive again as bytes
+    // (each request carries them) and their signatures are remembered.
+    omega_identity::cache::set_capacity(omega_identity::cache::DEFAULT_CAPACITY);
+    rows.push((
+        "validate, re-decoded proofs (sig cache)",
+        ITERATIONS,
+        cold(&batch(2)),
     ));
 
     // Warm: delegations decoded once and kept.
@@ -137,8 +169,9 @@ fn main() {
         })
         .collect();
     let mut seen = ReplayGuard::new(ITERATIONS);
+    let warm = batch(3);
     let t = Instant::now();
-    for bytes in &invocations {
+    for bytes in &warm {
         let inv = Signed::<Invocation>::decode(bytes).expect("decodes");
         black_box(
             validator
@@ -152,6 +185,13 @@ fn main() {
         t.elapsed(),
     ));
 
+    let per_sec = |name: &str| {
+        rows.iter()
+            .find(|r| r.0.starts_with(name))
+            .map(|(_, ops, d)| *ops as f64 / d.as_secs_f64())
+            .expect("row measured")
+    };
+    let ratio = per_sec("validate, warm") / per_sec("ed25519 verify_strict");
     println!(
         "{:<40} {:>10} {:>12} {:>12} {:>14}",
         "operation", "ops", "total ms", "us/op", "ops/s"
@@ -167,4 +207,5 @@ fn main() {
             ops as f64 / secs
         );
     }
+    println!("warm validation / raw verify_strict: {ratio:.2}x");
 }

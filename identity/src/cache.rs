@@ -1,6 +1,7 @@
 //! A process-wide, bounded cache of verification results: public keys
-//! already decompressed and checked, and signatures already verified, keyed
-//! by BLAKE3 of exactly the bytes that were checked. Verifying the same
+//! already decompressed and checked (by their bytes, and by the `did:key`
+//! text they were parsed from, which skips base58 too), and signatures
+//! already verified, keyed by BLAKE3 of exactly the bytes that were checked. Verifying the same
 //! bytes always gives the same answer, so a hit returns what a fresh check
 //! would, without the curve arithmetic. Only successes are cached (a
 //! failure is cheap to repeat and must not be made sticky by anyone).
@@ -32,6 +33,9 @@ type Keys = Gen<HashMap<[u8; 32], VerifyingKey>>;
 
 static SIGS: Mutex<Option<Gen<HashSet<[u8; 32]>>>> = Mutex::new(None);
 static KEYS: Mutex<Option<Keys>> = Mutex::new(None);
+type Dids = Gen<HashMap<Box<str>, VerifyingKey>>;
+
+static DIDS: Mutex<Option<Dids>> = Mutex::new(None);
 
 /// Entries each generation holds now.
 pub fn capacity() -> usize {
@@ -102,4 +106,34 @@ pub(crate) fn remember_key(bytes: [u8; 32], key: VerifyingKey) {
         g.previous = std::mem::take(&mut g.current);
     }
     g.current.insert(bytes, key);
+}
+
+/// The key a `did:key` text was parsed to before, if remembered.
+pub(crate) fn did_key(text: &str) -> Option<VerifyingKey> {
+    if capacity() == 0 {
+        return None;
+    }
+    let g = DIDS.lock().ok()?;
+    let g = g.as_ref()?;
+    g.current
+        .get(text)
+        .or_else(|| g.previous.get(text))
+        .copied()
+}
+
+/// Remembers that `text` parsed to the valid key `key`.
+pub(crate) fn remember_did(text: &str, key: VerifyingKey) {
+    let cap = capacity();
+    if cap == 0 {
+        return;
+    }
+    let Ok(mut g) = DIDS.lock() else { return };
+    let g = g.get_or_insert_with(|| Gen {
+        current: HashMap::new(),
+        previous: HashMap::new(),
+    });
+    if g.current.len() >= cap {
+        g.previous = std::mem::take(&mut g.current);
+    }
+    g.current.insert(text.into(), key);
 }

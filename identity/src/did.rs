@@ -69,6 +69,17 @@ impl FromStr for Did {
     type Err = DidError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(key) = crate::cache::did_key(s) {
+            return Ok(Self(PublicKey(key)));
+        }
+        let did = Self::parse_uncached(s)?;
+        crate::cache::remember_did(s, did.0.0);
+        Ok(did)
+    }
+}
+
+impl Did {
+    fn parse_uncached(s: &str) -> Result<Self, DidError> {
         let rest = s.strip_prefix(PREFIX).ok_or(DidError::NotDidKey)?;
         let b58 = rest.strip_prefix('z').ok_or(DidError::BadMultibase)?;
         // 34 decoded bytes are at most 47 base58 characters; refuse long input early.

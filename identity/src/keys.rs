@@ -103,6 +103,17 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// [`PublicKey::verify`] without the process-wide cache, for bytes that
+    /// are checked once (an invocation is accepted at most once, so
+    /// remembering its signature would only cost time and evict entries that
+    /// are used again).
+    pub fn verify_uncached(&self, msg: &[u8], sig: &Signature) -> Result<(), BadSignature> {
+        let s = ed25519_dalek::Signature::from_bytes(&sig.0);
+        self.0.verify_strict(msg, &s).map_err(|_| BadSignature)
+    }
+}
+
 impl PartialOrd for PublicKey {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))

@@ -244,3 +244,88 @@ fn shared_fixture_token_inspects_with_its_published_cid() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("expired"), "{}", text(&out));
 }
+
+/// `omega token verify` on every case of the UCAN 1.0 invocation fixture of
+/// `ucan-wg/spec`, under both `--policy spec` and `--policy mesh`: valid cases
+/// pass the spec and are refused by the mesh policy (their `exp` is null);
+/// invalid ones are refused by the spec layer, with the same class either way.
+#[test]
+fn verify_reports_the_layer_and_class_for_every_fixture_case() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../identity/tests/vectors/ucan-1.0.0-invocation.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let b64 = |v: &serde_json::Value| {
+        let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(v["/"]["bytes"].as_str().unwrap())
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    };
+    let mut checked = 0;
+    for (group, valid) in [("valid", true), ("invalid", false)] {
+        for case in fixture[group].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let time = case["time"].to_string();
+            let inv = b64(&case["invocation"]);
+            let mut args = vec!["token", "verify", "--json", "--at", &time, &inv];
+            let proofs: Vec<String> = case["proofs"].as_array().unwrap().iter().map(b64).collect();
+            for pr in &proofs {
+                args.extend(["--proof", pr]);
+            }
+            let mut classes = Vec::new();
+            for policy in ["spec", "mesh"] {
+                let mut a = args.clone();
+                a.extend(["--policy", policy]);
+                let out = omega(p, &a);
+                let doc = json(&out);
+                let spec_ok = valid && policy == "spec";
+                assert_eq!(doc["valid"], spec_ok, "{name} --policy {policy}: {doc}");
+                assert_eq!(
+                    out.status.code(),
+                    Some(if spec_ok { 0 } else { 1 }),
+                    "{name}"
+                );
+                if !spec_ok {
+                    let want_layer = if valid { "mesh" } else { "spec" };
+                    assert_eq!(doc["layer"], want_layer, "{name} --policy {policy}: {doc}");
+                    classes.push(doc["class"].as_str().unwrap().to_owned());
+                }
+            }
+            if valid {
+                assert_eq!(classes, ["unbounded-invocation"], "{name}");
+            } else {
+                assert_eq!(
+                    classes[0], classes[1],
+                    "{name}: same class under both policies"
+                );
+                assert_ne!(classes[0], "unbounded-invocation", "{name}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 20);
+    // The human form names the layer.
+    let case = &fixture["valid"][0];
+    let inv = b64(&case["invocation"]);
+    let time = case["time"].to_string();
+    let out = omega(p, &["token", "verify", "--at", &time, &inv]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("refused by: the mesh policy (unbounded-invocation)"),
+        "{}",
+        text(&out)
+    );
+    let out = omega(
+        p,
+        &["token", "verify", "--at", &time, "--policy", "spec", &inv],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("(spec)"), "{}", text(&out));
+}

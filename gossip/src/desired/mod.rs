@@ -48,7 +48,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use omega_identity::Did;
-use omega_identity::chain::{RevocationSet, ValidatorConfig};
+use omega_identity::chain::{MeshPolicy, RevocationSet, ValidatorConfig};
 use omega_zgraph::{Plan, PlanHash};
 use yrs::updates::decoder::Decode;
 use yrs::{
@@ -89,8 +89,11 @@ pub struct Config {
     pub max_revocations: usize,
     /// Longest name, bytes. Default 253.
     pub max_name_len: usize,
-    /// Chain validation (clock skew, chain length).
+    /// Chain validation by the spec (clock skew, chain length).
     pub validator: ValidatorConfig,
+    /// The mesh's rules on top of the spec (records' invocations expire; no
+    /// powerline unless allowed).
+    pub policy: MeshPolicy,
 }
 
 impl Default for Config {
@@ -106,6 +109,7 @@ impl Default for Config {
             max_revocations: 65_536,
             max_name_len: 253,
             validator: ValidatorConfig::default(),
+            policy: MeshPolicy::default(),
         }
     }
 }
@@ -430,6 +434,23 @@ impl DesiredState {
                 max: self.config.max_document_bytes,
             });
         }
+        // The per-map limits peers enforce on our updates, enforced here first.
+        for (what, root, max) in [
+            ("manifests", MANIFESTS, self.config.max_manifests),
+            ("images", IMAGES, self.config.max_images),
+            ("revocations", REVOCATIONS, self.config.max_revocations),
+        ] {
+            let existing = self.values.keys().filter(|s| s.0 == root).count();
+            let new: BTreeSet<&str> = records
+                .iter()
+                .filter(|v| map_of(v.kind) == root)
+                .filter(|v| !self.values.contains_key(&(root, v.key.clone())))
+                .map(|v| v.key.as_str())
+                .collect();
+            if existing + new.len() > max {
+                return Err(Refusal::Full { what, max });
+            }
+        }
         let before = self.doc.transact().state_vector();
         {
             let mut txn = self.doc.transact_mut();
@@ -687,6 +708,7 @@ impl DesiredState {
             bytes,
             &self.root,
             &self.config.validator,
+            &self.config.policy,
             now_ms / 1000,
             &self.revoked.tokens,
             &self.revoked.nodes,
@@ -697,9 +719,7 @@ impl DesiredState {
         let v = verify(
             bytes,
             &self.root,
-            &self.config.validator,
-            self.config.max_record_bytes,
-            self.config.max_name_len,
+            &self.config,
             &self.revoked.tokens,
             &self.revoked.nodes,
         )

@@ -11,9 +11,36 @@
 //! | delete | `/manifest/delete` | `name`, `wall_ms`, `counter` | empty |
 //! | image | `/image/push` | `name` (`name:tag`), `content` (CID text), `wall_ms`, `counter` | empty |
 //! | revoke | `/revoke` | `token` (CID text) or `node` (DID), `wall_ms`, `counter` | empty |
+//! | revoke by the chain | `/ucan/revoke` | `token` (CID text), `path` (CID links), `wall_ms`, `counter` | empty |
 //!
 //! A delegation scopes a writer to some names with a policy on `.name`
 //! (`["like", ".name", "team-a-*"]`); `/manifest` covers apply and delete.
+//!
+//! # Who may revoke a token
+//!
+//! Two routes, both ending in the same grow-only revocation set:
+//!
+//! - `/revoke`: mesh administration. The signer holds `/revoke` (or `/`)
+//!   from the mesh root, proven like any other record; it may revoke any
+//!   token or node.
+//! - `/ucan/revoke`, after the UCAN revocation spec: the **issuer of the
+//!   revoked delegation, or the issuer of any delegation in its proof
+//!   chain**, may revoke it. The record carries that chain (the record's
+//!   proofs, root first, the revoked delegation last; their CIDs are signed
+//!   in `args.path`), and the invocation cites no proofs (`prf: []`): the
+//!   right to revoke comes from being in the chain, not from a grant. The
+//!   path must be a valid delegation chain (by the spec and the mesh policy,
+//!   at the record's timestamp, revocations aside) from this mesh's root to
+//!   the revoked delegation, and the signer must be the issuer of one of its
+//!   delegations. Delegations in UCAN 1.0 do not name their parents, so "its
+//!   proof chain" is any such valid chain; requiring it to reach the mesh
+//!   root means only principals the root delegated to can write revocations
+//!   (a stranger cannot fill the bounded set with tokens of its own).
+//!
+//! A revocation never depends on other revocations (an ancestor revoked
+//! later does not undo it), so every node reaches the same set. The set is
+//! bounded by [`Config::max_revocations`](super::Config::max_revocations):
+//! an update that would exceed it is refused whole.
 //!
 //! # Validity is a function of the record
 //!
@@ -34,7 +61,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use omega_identity::chain::{ChainError, ReplayGuard, RevocationSet, Validator, ValidatorConfig};
+use omega_identity::chain::{
+    ChainError, MeshPolicy, Refusal, ReplayGuard, RevocationSet, TokenPos, TokenRef, Validator,
+    ValidatorConfig,
+};
 use omega_identity::ucan::{Command, Delegation, Invocation, Signed, TokenError};
 use omega_identity::{Cid, Did, Ipld, Keypair};
 use omega_zgraph::{Plan, PlanHash};
@@ -48,6 +78,7 @@ const CMD_APPLY: &str = "/manifest/apply";
 const CMD_DELETE: &str = "/manifest/delete";
 const CMD_IMAGE: &str = "/image/push";
 const CMD_REVOKE: &str = "/revoke";
+const CMD_UCAN_REVOKE: &str = "/ucan/revoke";
 /// The command an emit from outside is authorized by.
 pub const CMD_EMIT: &str = "/event/emit";
 
@@ -157,9 +188,10 @@ pub enum RecordError {
         /// The limit.
         max: usize,
     },
-    /// The delegation chain does not authorize the record at its timestamp.
+    /// The delegation chain does not authorize the record at its timestamp,
+    /// by the spec or by the mesh policy ([`Refusal::layer`]).
     #[error("not authorized: {0}")]
-    Unauthorized(Box<ChainError>),
+    Unauthorized(Box<Refusal>),
     /// A principal in the chain is a revoked node.
     #[error("principal {0} is revoked")]
     RevokedPrincipal(Box<Did>),
@@ -169,6 +201,16 @@ pub enum RecordError {
     /// The body is not a plan in canonical JSON.
     #[error("the plan body is not a canonical plan: {0}")]
     BadPlan(String),
+    /// A `/ucan/revoke` whose signer is not in the revoked token's chain.
+    #[error(
+        "{signer} may not revoke {token}: only its issuer or the issuer of a delegation in its proof chain may"
+    )]
+    NotInChain {
+        /// The signer.
+        signer: Box<Did>,
+        /// The revoked token.
+        token: Box<Cid>,
+    },
     /// The record sits under a key or in a map that is not its own.
     #[error("record for `{record}` stored under `{key}`")]
     KeyMismatch {
@@ -224,6 +266,35 @@ impl DesiredRecord {
             Revocation::Node(did) => args.insert("node".into(), Ipld::String(did.to_string())),
         };
         Self::sign(CMD_REVOKE, args, Vec::new(), auth)
+    }
+
+    /// A signed `/ucan/revoke` of the delegation `chain.last()`, by its
+    /// issuer or the issuer of a delegation in `chain` (root first, from the
+    /// mesh root to the revoked delegation). `auth.proofs` is ignored: the
+    /// right comes from the chain.
+    pub fn revoke_by_chain(
+        chain: Vec<Signed<Delegation>>,
+        hlc: Hlc,
+        auth: Authority<'_>,
+    ) -> Result<Self, RecordError> {
+        let target = chain.last().ok_or(RecordError::BadArgument("path"))?.cid();
+        let mut args = BTreeMap::new();
+        insert_hlc(&mut args, hlc);
+        args.insert("token".into(), Ipld::String(target.to_string()));
+        args.insert(
+            "path".into(),
+            Ipld::List(chain.iter().map(|d| Ipld::Link(d.cid())).collect()),
+        );
+        Self::sign(
+            CMD_UCAN_REVOKE,
+            args,
+            Vec::new(),
+            Authority {
+                proofs: Vec::new(),
+                ..auth
+            },
+        )
+        .map(|r| Self { proofs: chain, ..r })
     }
 
     fn sign(
@@ -373,6 +444,7 @@ pub(crate) fn verify_emit(
     bytes: &[u8],
     root: &Did,
     validator: &ValidatorConfig,
+    policy: &MeshPolicy,
     now_secs: u64,
     revoked: &RevocationSet,
     revoked_nodes: &std::collections::BTreeSet<Did>,
@@ -397,8 +469,9 @@ pub(crate) fn verify_emit(
     }
     let manifest = str_arg(&p.args, "manifest")?.to_owned();
     let mut fresh = ReplayGuard::new(1);
-    Validator::new(validator.clone())
+    policy
         .validate(
+            &Validator::new(validator.clone()),
             &rec.invocation,
             rec.proofs.as_slice(),
             now_secs,
@@ -417,19 +490,22 @@ pub(crate) fn verify_emit(
 pub(crate) fn verify(
     bytes: &[u8],
     root: &Did,
-    validator: &ValidatorConfig,
-    max_len: usize,
-    max_name_len: usize,
+    config: &super::Config,
     revoked: &RevocationSet,
     revoked_nodes: &std::collections::BTreeSet<Did>,
 ) -> Result<Verified, RecordError> {
-    let rec = DesiredRecord::decode(bytes, max_len)?;
+    let (validator, policy) = (&config.validator, &config.policy);
+    let max_name_len = config.max_name_len;
+    let rec = DesiredRecord::decode(bytes, config.max_record_bytes)?;
     let p = rec.invocation.payload();
     if p.sub != *root {
         return Err(RecordError::WrongMesh {
             expected: Box::new(*root),
             found: Box::new(p.sub),
         });
+    }
+    if p.cmd.as_str() == CMD_UCAN_REVOKE {
+        return verify_ucan_revoke(&rec, bytes, validator, policy, revoked_nodes);
     }
     let kind = match p.cmd.as_str() {
         CMD_APPLY => RecordKind::Apply,
@@ -450,16 +526,17 @@ pub(crate) fn verify(
     if let Some(d) = principals.iter().find(|d| revoked_nodes.contains(d)) {
         return Err(RecordError::RevokedPrincipal(Box::new(*d)));
     }
-    let v = Validator::new(validator.clone());
     let mut fresh = ReplayGuard::new(1);
-    v.validate(
-        &rec.invocation,
-        rec.proofs.as_slice(),
-        hlc.wall_ms / 1000,
-        revoked,
-        &mut fresh,
-    )
-    .map_err(|e| RecordError::Unauthorized(Box::new(e)))?;
+    policy
+        .validate(
+            &Validator::new(validator.clone()),
+            &rec.invocation,
+            rec.proofs.as_slice(),
+            hlc.wall_ms / 1000,
+            revoked,
+            &mut fresh,
+        )
+        .map_err(|e| RecordError::Unauthorized(Box::new(e)))?;
     let mut out = Verified {
         kind,
         key: String::new(),
@@ -521,6 +598,104 @@ pub(crate) fn verify(
         return Err(RecordError::BadArgument("body"));
     }
     Ok(out)
+}
+
+/// A `/ucan/revoke` record (see the module docs, "Who may revoke a token").
+fn verify_ucan_revoke(
+    rec: &DesiredRecord,
+    bytes: &[u8],
+    validator: &ValidatorConfig,
+    policy: &MeshPolicy,
+    revoked_nodes: &std::collections::BTreeSet<Did>,
+) -> Result<Verified, RecordError> {
+    let inv = &rec.invocation;
+    let p = inv.payload();
+    let unauthorized = |e: Refusal| RecordError::Unauthorized(Box::new(e));
+    let inv_ref = TokenRef {
+        pos: TokenPos::Invocation,
+        cid: inv.cid(),
+    };
+    let hlc = Hlc::new(
+        int_arg(&p.args, "wall_ms")?,
+        u32::try_from(int_arg(&p.args, "counter")?)
+            .map_err(|_| RecordError::BadArgument("counter"))?,
+    );
+    let at = hlc.wall_ms / 1000;
+    if revoked_nodes.contains(&p.iss) {
+        return Err(RecordError::RevokedPrincipal(Box::new(p.iss)));
+    }
+    inv.verify_signature()
+        .map_err(|_| unauthorized(Refusal::Spec(ChainError::BadSignature { token: inv_ref })))?;
+    if !p.prf.is_empty() {
+        return Err(RecordError::BadArgument("prf"));
+    }
+    // The mesh policy: invocations expire, and this one is checked at its
+    // own timestamp like every record.
+    let Some(exp) = p.exp else {
+        return Err(unauthorized(Refusal::Mesh(
+            omega_identity::chain::PolicyError::UnboundedInvocation { cid: inv.cid() },
+        )));
+    };
+    if at > exp.saturating_add(validator.clock_skew_secs) {
+        return Err(unauthorized(Refusal::Spec(ChainError::Expired {
+            token: inv_ref,
+            exp,
+            now: at,
+        })));
+    }
+    let target: Cid = str_arg(&p.args, "token")?
+        .parse()
+        .map_err(|_| RecordError::BadArgument("token"))?;
+    let path: Vec<Cid> = match p.args.get("path") {
+        Some(Ipld::List(items)) => items
+            .iter()
+            .map(|i| match i {
+                Ipld::Link(c) => Ok(*c),
+                _ => Err(RecordError::BadArgument("path")),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(RecordError::BadArgument("path")),
+    };
+    let cids: Vec<Cid> = rec.proofs.iter().map(Signed::cid).collect();
+    if path != cids || cids.last() != Some(&target) {
+        return Err(RecordError::BadArgument("path"));
+    }
+    // Revocations aside: a revocation must not depend on other ones.
+    let valid = policy
+        .validate_delegation_chain(
+            &Validator::new(validator.clone()),
+            &rec.proofs,
+            at,
+            &RevocationSet::new(),
+        )
+        .map_err(unauthorized)?;
+    let in_chain = rec.proofs.iter().any(|d| d.payload().iss == p.iss);
+    if valid.root_issuer != p.sub || !in_chain {
+        return Err(RecordError::NotInChain {
+            signer: Box::new(p.iss),
+            token: Box::new(target),
+        });
+    }
+    if !rec.body.is_empty() {
+        return Err(RecordError::BadArgument("body"));
+    }
+    let revocation = Revocation::Token(target);
+    Ok(Verified {
+        kind: RecordKind::Revoke,
+        key: revocation.to_string(),
+        stamp: Stamp {
+            hlc,
+            signer: NodeId::from(&p.iss),
+        },
+        plan: None,
+        content: None,
+        revocation: Some(revocation),
+        // Only the revocation itself: its path is evidence, not authority
+        // that a later revocation could take back.
+        tokens: vec![inv.cid()],
+        principals: vec![p.iss],
+        bytes: Arc::from(bytes),
+    })
 }
 
 fn int_arg(args: &BTreeMap<String, Ipld>, key: &'static str) -> Result<u64, RecordError> {

@@ -1,43 +1,59 @@
 //! Validation of capability chains: an invocation and the delegations it cites
-//! as proof, with revocation and replay protection.
+//! as proof, with revocation and replay protection, in two layers.
 //!
-//! # Contract
+//! - **The spec layer**, [`Validator`], accepts exactly what UCAN 1.0 accepts,
+//!   so tokens made by other implementations validate: an invocation may have
+//!   `exp: null`, and a delegation below the root may be a powerline
+//!   (`sub: null`). Its failures are [`ChainError`]s.
+//! - **The mesh layer**, [`MeshPolicy`], is what an Omega node applies on top:
+//!   invocations must expire (so that the replay guard can forget them), and
+//!   no powerline unless [`MeshPolicy::allow_powerline`]. Its failures are
+//!   [`PolicyError`]s. [`MeshPolicy::validate`] runs both and says which layer
+//!   refused ([`Refusal`]).
+//!
+//! # Contract of the spec layer
 //!
 //! [`Validator::validate`] takes a signed invocation, a [`ProofStore`] to look its
 //! `prf` CIDs up in, the current unix time, a [`RevocationSet`] and a
-//! [`ReplayGuard`]. It checks, in this order, and stops at the first failure:
+//! [`ReplayGuard`]. It checks, in this order, and stops at the first failure,
+//! each failure reported by its own class ([`ChainError::class`]):
 //!
-//! 1. **Shape.** `prf` may be empty only when the invoker is the subject
+//! 1. **The invocation's signature** ([`ChainError::BadSignature`]; a
+//!    signature that is not 64 bytes is a bad signature too, not a malformed
+//!    token). Nothing the token says counts before its issuer is known to
+//!    have said it.
+//! 2. **Shape.** `prf` may be empty only when the invoker is the subject
 //!    (`iss == sub`), else [`ChainError::EmptyChain`]; at most
-//!    [`ValidatorConfig::max_chain_len`] proofs ([`ChainError::ChainTooLong`]);
-//!    the invocation must have an `exp` ([`ChainError::UnboundedInvocation`]),
-//!    because the replay guard has to forget it some day.
-//! 2. **The invocation's own bounds.** Not revoked; not expired
-//!    (`now > exp + clock_skew_secs`).
+//!    [`ValidatorConfig::max_chain_len`] proofs ([`ChainError::ChainTooLong`]).
 //! 3. **Proof lookup.** Every CID in `prf` resolves
 //!    ([`ChainError::MissingProof`]) to a token whose CID is that CID
 //!    ([`ChainError::ProofCidMismatch`]).
-//! 4. **The delegations**, root first (the same checks as
-//!    [`Validator::validate_delegation_chain`]):
-//!    a. none is revoked; b. each is within its time bounds, allowing
-//!    `clock_skew_secs` on both sides; c. a delegation with `sub: null`
-//!    (powerline) is refused unless [`ValidatorConfig::allow_powerline`]; every
-//!    non-null `sub` equals the invocation's `sub` ([`ChainError::SubjectMismatch`]);
-//!    d. the root's `iss` is the subject ([`ChainError::RootNotSubject`]) — this
-//!    holds for a powerline root too: a powerline passes on its issuer's
-//!    authority, and an issuer only has authority of its own over itself;
-//!    e. each delegation's `aud` is the next one's `iss`
-//!    ([`ChainError::AudienceIssuerMismatch`]); f. each delegation's `cmd`
-//!    covers the next one's ([`ChainError::CommandNotCovered`]); g. every
-//!    signature verifies ([`ChainError::BadSignature`]; results are cached in
-//!    the decoded token, so a store of decoded delegations pays for each once).
-//! 5. **The invoker.** The last delegation's `aud` is the invocation's `iss`, and
-//!    its `cmd` covers the invocation's `cmd`.
-//! 6. **The invocation's signature.**
-//! 7. **Policies.** The invocation's `args` satisfy the policy of every
-//!    delegation in the chain ([`ChainError::PolicyMismatch`]).
-//! 8. **Replay.** The invocation's CID has not been accepted before; it is then
-//!    remembered until `exp + clock_skew_secs` ([`ReplayGuard`]).
+//! 4. **Revocation.** No token of the chain, invocation included, is revoked
+//!    ([`ChainError::Revoked`]).
+//! 5. **The proofs' signatures**, root first ([`ChainError::BadSignature`]).
+//!    Results are cached in each decoded token, so a store of decoded
+//!    delegations pays for each once.
+//! 6. **Time.** Every delegation, then the invocation, is within its bounds,
+//!    allowing `clock_skew_secs` on both sides ([`ChainError::Expired`],
+//!    [`ChainError::NotYetValid`]). A `null` `exp` never expires.
+//! 7. **Principals.** The root names a subject ([`ChainError::PowerlineRoot`]:
+//!    a powerline passes on authority the issuer already has, so it cannot
+//!    start a chain) and is issued by it ([`ChainError::RootNotSubject`]);
+//!    every non-null `sub` is the invocation's `sub`
+//!    ([`ChainError::SubjectMismatch`]); each delegation's `aud` is the next
+//!    token's `iss`, the last one's the invoker's
+//!    ([`ChainError::AudienceIssuerMismatch`]).
+//! 8. **Commands.** Each `cmd` covers the next token's
+//!    ([`ChainError::CommandNotCovered`]).
+//! 9. **Policies.** The invocation's `args` satisfy the policy of every
+//!    delegation ([`ChainError::PolicyMismatch`]).
+//! 10. **Replay.** An invocation with an `exp` has not been accepted before
+//!     ([`ChainError::Replayed`]); it is then remembered until
+//!     `exp + clock_skew_secs` ([`ReplayGuard`], bounded). An invocation with
+//!     `exp: null` is valid by the spec but cannot be remembered for ever, so
+//!     the spec layer does not record it and says so
+//!     ([`ValidChain::replay_protected`] is false): guarding against its
+//!     replay is the caller's concern. The mesh layer refuses such invocations.
 //!
 //! Time is an argument: this module never reads a clock. The executor must also
 //! check that the invocation is meant for it (`sub` or `aud` is its own DID);
@@ -61,13 +77,11 @@ use crate::ucan::{Command, Delegation, Invocation, Signed};
 #[cfg(test)]
 mod tests;
 
-/// Limits and switches of a [`Validator`].
+/// Limits of a [`Validator`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatorConfig {
     /// Seconds of clock difference tolerated on `exp` and `nbf`. Default 60.
     pub clock_skew_secs: u64,
-    /// Accept delegations with `sub: null` (powerline). Default `false`.
-    pub allow_powerline: bool,
     /// Most delegations in one chain. Default 16.
     pub max_chain_len: usize,
 }
@@ -76,7 +90,6 @@ impl Default for ValidatorConfig {
     fn default() -> Self {
         Self {
             clock_skew_secs: 60,
-            allow_powerline: false,
             max_chain_len: 16,
         }
     }
@@ -177,10 +190,10 @@ pub enum ChainError {
         /// The CID of what came back.
         found: Cid,
     },
-    /// A powerline delegation (`sub: null`) where the configuration refuses them.
-    #[error("{token}: field `sub` is null (powerline), which this validator does not accept")]
-    PowerlineNotAllowed {
-        /// The delegation.
+    /// The root delegation has `sub: null`: a powerline cannot start a chain.
+    #[error("{token}: field `sub` is null, but the root delegation must name the subject")]
+    PowerlineRoot {
+        /// The root delegation.
         token: TokenRef,
     },
     /// A command is wider than the one delegated to its issuer.
@@ -237,12 +250,6 @@ pub enum ChainError {
         /// The limit.
         max: usize,
     },
-    /// The invocation has `exp: null`, which replay protection cannot bound.
-    #[error("invocation {cid}: field `exp` is null; invocations must expire")]
-    UnboundedInvocation {
-        /// The invocation's CID.
-        cid: Cid,
-    },
     /// The replay guard is full of unexpired invocations.
     #[error(
         "invocation {cid}: replay guard is full ({max_entries} unexpired invocations); try again later"
@@ -253,6 +260,199 @@ pub enum ChainError {
         /// The guard's capacity.
         max_entries: usize,
     },
+}
+
+impl ChainError {
+    /// The failure class, a stable name for scripts and tables:
+    /// `bad-signature`, `expired`, `not-yet-valid`, `audience-mismatch`,
+    /// `subject-mismatch`, `root-not-subject`, `powerline-root`,
+    /// `missing-proof`, `proof-cid-mismatch`, `command-not-covered`,
+    /// `policy-mismatch`, `revoked`, `replayed`, `replay-guard-full`,
+    /// `empty-chain`, `chain-too-long`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::BadSignature { .. } => "bad-signature",
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } => "not-yet-valid",
+            Self::AudienceIssuerMismatch { .. } => "audience-mismatch",
+            Self::SubjectMismatch { .. } => "subject-mismatch",
+            Self::RootNotSubject { .. } => "root-not-subject",
+            Self::PowerlineRoot { .. } => "powerline-root",
+            Self::MissingProof { .. } => "missing-proof",
+            Self::ProofCidMismatch { .. } => "proof-cid-mismatch",
+            Self::CommandNotCovered { .. } => "command-not-covered",
+            Self::PolicyMismatch { .. } => "policy-mismatch",
+            Self::Revoked { .. } => "revoked",
+            Self::Replayed { .. } => "replayed",
+            Self::ReplayGuardFull { .. } => "replay-guard-full",
+            Self::EmptyChain => "empty-chain",
+            Self::ChainTooLong { .. } => "chain-too-long",
+        }
+    }
+}
+
+/// Why the mesh layer ([`MeshPolicy`]) refuses a chain the spec accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The invocation has `exp: null`; the mesh requires invocations to
+    /// expire so that replay protection stays bounded.
+    #[error("invocation {cid}: field `exp` is null; this mesh requires invocations to expire")]
+    UnboundedInvocation {
+        /// The invocation's CID.
+        cid: Cid,
+    },
+    /// A powerline delegation (`sub: null`) where the policy refuses them.
+    #[error("{token}: field `sub` is null (powerline), which this mesh does not accept")]
+    PowerlineNotAllowed {
+        /// The delegation.
+        token: TokenRef,
+    },
+}
+
+impl PolicyError {
+    /// The failure class: `unbounded-invocation` or `powerline-not-allowed`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::UnboundedInvocation { .. } => "unbounded-invocation",
+            Self::PowerlineNotAllowed { .. } => "powerline-not-allowed",
+        }
+    }
+}
+
+/// Which layer refused a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// UCAN 1.0 itself ([`Validator`]).
+    Spec,
+    /// The mesh's stricter rules ([`MeshPolicy`]).
+    Mesh,
+}
+
+impl Layer {
+    /// `spec` or `mesh`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Spec => "spec",
+            Self::Mesh => "mesh",
+        }
+    }
+}
+
+/// A chain refused by one of the two layers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[allow(clippy::large_enum_variant)] // both are returned by value, like `ChainError`
+#[non_exhaustive]
+pub enum Refusal {
+    /// Invalid by UCAN 1.0.
+    #[error("refused by the spec: {0}")]
+    Spec(ChainError),
+    /// Valid by UCAN 1.0, refused by the mesh policy.
+    #[error("refused by the mesh policy: {0}")]
+    Mesh(PolicyError),
+}
+
+impl Refusal {
+    /// The layer that refused.
+    pub fn layer(&self) -> Layer {
+        match self {
+            Self::Spec(_) => Layer::Spec,
+            Self::Mesh(_) => Layer::Mesh,
+        }
+    }
+
+    /// The failure class ([`ChainError::class`], [`PolicyError::class`]).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Spec(e) => e.class(),
+            Self::Mesh(e) => e.class(),
+        }
+    }
+
+    /// The spec-layer error, if that layer refused.
+    pub fn as_spec(&self) -> Option<&ChainError> {
+        match self {
+            Self::Spec(e) => Some(e),
+            Self::Mesh(_) => None,
+        }
+    }
+}
+
+impl From<ChainError> for Refusal {
+    fn from(e: ChainError) -> Self {
+        Self::Spec(e)
+    }
+}
+
+impl From<PolicyError> for Refusal {
+    fn from(e: PolicyError) -> Self {
+        Self::Mesh(e)
+    }
+}
+
+/// The mesh's rules on top of the spec: what an Omega node accepts.
+///
+/// - Invocations must have an `exp` ([`PolicyError::UnboundedInvocation`]),
+///   so that every accepted invocation is in the bounded [`ReplayGuard`]
+///   until it expires.
+/// - No delegation may be a powerline unless [`MeshPolicy::allow_powerline`]
+///   ([`PolicyError::PowerlineNotAllowed`]).
+///
+/// The spec layer runs first; a chain it refuses is reported as
+/// [`Refusal::Spec`] whatever the policy, so the reason is always the
+/// chain's own defect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshPolicy {
+    /// Accept delegations with `sub: null` (powerline). Default `false`.
+    pub allow_powerline: bool,
+}
+
+impl MeshPolicy {
+    /// Validates by the spec ([`Validator::check`]), then by this policy, then
+    /// records the invocation in `seen` (which the policy has made sure it can).
+    pub fn validate<P: ProofStore + ?Sized>(
+        &self,
+        validator: &Validator,
+        inv: &Signed<Invocation>,
+        proofs: &P,
+        now: u64,
+        revoked: &RevocationSet,
+        seen: &mut ReplayGuard,
+    ) -> Result<ValidChain, Refusal> {
+        let mut ok = validator.check(inv, proofs, now, revoked)?;
+        if inv.payload().exp.is_none() {
+            return Err(PolicyError::UnboundedInvocation { cid: inv.cid() }.into());
+        }
+        self.check_powerlines(&ok.powerlines, &ok.proofs)?;
+        validator.record(inv, now, seen)?;
+        ok.replay_protected = true;
+        Ok(ok)
+    }
+
+    /// [`Validator::validate_delegation_chain`], then this policy.
+    pub fn validate_delegation_chain(
+        &self,
+        validator: &Validator,
+        chain: &[Signed<Delegation>],
+        now: u64,
+        revoked: &RevocationSet,
+    ) -> Result<ValidDelegationChain, Refusal> {
+        let ok = validator.validate_delegation_chain(chain, now, revoked)?;
+        self.check_powerlines(&ok.powerlines, &ok.cids)?;
+        Ok(ok)
+    }
+
+    fn check_powerlines(&self, powerlines: &[usize], cids: &[Cid]) -> Result<(), PolicyError> {
+        match powerlines.first() {
+            Some(&i) if !self.allow_powerline => Err(PolicyError::PowerlineNotAllowed {
+                token: TokenRef {
+                    pos: TokenPos::Delegation(i),
+                    cid: cids[i],
+                },
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Looks delegations up by CID.
@@ -327,8 +527,8 @@ impl Extend<Cid> for RevocationSet {
 /// Bounded by `max_entries`. When full, it first forgets the entries whose
 /// expiry has passed (they would be refused as expired anyway); if it is still
 /// full, the new invocation is **refused** ([`ChainError::ReplayGuardFull`]),
-/// never admitted unrecorded. Invocations without `exp` are refused by the
-/// validator before they reach the guard.
+/// never admitted unrecorded. Invocations without `exp` never reach the
+/// guard: it could never forget them (see the module docs, step 10).
 #[derive(Debug, Clone)]
 pub struct ReplayGuard {
     max_entries: usize,
@@ -426,8 +626,15 @@ pub struct ValidChain {
     pub cmd: Command,
     /// The proof CIDs, root first.
     pub proofs: Vec<Cid>,
-    /// The earliest `exp` in the chain.
+    /// The earliest `exp` in the chain (`None`: nothing in it expires).
     pub expires_at: Option<u64>,
+    /// Indices in `proofs` of the powerline delegations (`sub: null`).
+    pub powerlines: Vec<usize>,
+    /// True when the invocation was recorded in the replay guard, so that a
+    /// second presentation is refused. False for an invocation with
+    /// `exp: null` (valid by the spec, but no bounded guard can hold it) and
+    /// for [`Validator::check`], which does not record.
+    pub replay_protected: bool,
 }
 
 /// What a valid delegation chain (without an invocation) grants its holder.
@@ -449,6 +656,8 @@ pub struct ValidDelegationChain {
     pub not_before: Option<u64>,
     /// The delegations' CIDs, root first.
     pub cids: Vec<Cid>,
+    /// Indices in `cids` of the powerline delegations (`sub: null`).
+    pub powerlines: Vec<usize>,
 }
 
 impl ValidDelegationChain {
@@ -470,11 +679,18 @@ impl ValidDelegationChain {
     }
 }
 
-/// Checks chains; see the module docs for the contract.
+/// Checks chains by UCAN 1.0; see the module docs for the contract.
 #[derive(Debug, Clone, Default)]
 pub struct Validator {
-    /// Limits and switches.
+    /// Limits.
     pub config: ValidatorConfig,
+}
+
+fn tref(i: usize, d: &Signed<Delegation>) -> TokenRef {
+    TokenRef {
+        pos: TokenPos::Delegation(i),
+        cid: d.cid(),
+    }
 }
 
 impl Validator {
@@ -483,16 +699,30 @@ impl Validator {
         Self { config }
     }
 
-    fn check_exp(&self, token: TokenRef, exp: Option<u64>, now: u64) -> Result<(), ChainError> {
-        match exp {
-            Some(exp) if now > exp.saturating_add(self.config.clock_skew_secs) => {
-                Err(ChainError::Expired { token, exp, now })
-            }
-            _ => Ok(()),
+    fn check_time(
+        &self,
+        token: TokenRef,
+        exp: Option<u64>,
+        nbf: Option<u64>,
+        now: u64,
+    ) -> Result<(), ChainError> {
+        let skew = self.config.clock_skew_secs;
+        if let Some(exp) = exp
+            && now > exp.saturating_add(skew)
+        {
+            return Err(ChainError::Expired { token, exp, now });
         }
+        if let Some(nbf) = nbf
+            && now.saturating_add(skew) < nbf
+        {
+            return Err(ChainError::NotYetValid { token, nbf, now });
+        }
+        Ok(())
     }
 
-    /// Validates an invocation and its proofs at `now` (unix seconds).
+    /// Validates an invocation and its proofs at `now` (unix seconds), steps
+    /// 1–10 of the module docs: [`Validator::check`], then replay protection
+    /// for an invocation that has an `exp`.
     pub fn validate<P: ProofStore + ?Sized>(
         &self,
         inv: &Signed<Invocation>,
@@ -501,12 +731,33 @@ impl Validator {
         revoked: &RevocationSet,
         seen: &mut ReplayGuard,
     ) -> Result<ValidChain, ChainError> {
+        let mut ok = self.check(inv, proofs, now, revoked)?;
+        if inv.payload().exp.is_some() {
+            self.record(inv, now, seen)?;
+            ok.replay_protected = true;
+        }
+        Ok(ok)
+    }
+
+    /// Steps 1–9 of the module docs, without replay protection: nothing is
+    /// recorded, and [`ValidChain::replay_protected`] is false.
+    pub fn check<P: ProofStore + ?Sized>(
+        &self,
+        inv: &Signed<Invocation>,
+        proofs: &P,
+        now: u64,
+        revoked: &RevocationSet,
+    ) -> Result<ValidChain, ChainError> {
         let p = inv.payload();
         let inv_ref = TokenRef {
             pos: TokenPos::Invocation,
             cid: inv.cid(),
         };
-        // 1. Shape.
+        // 1. The invocation's signature (checked once: not worth the
+        // process-wide cache, see `Signed::verify_signature_once`).
+        inv.verify_signature_once()
+            .map_err(|_| ChainError::BadSignature { token: inv_ref })?;
+        // 2. Shape.
         if p.prf.is_empty() && p.iss != p.sub {
             return Err(ChainError::EmptyChain);
         }
@@ -516,14 +767,6 @@ impl Validator {
                 max: self.config.max_chain_len,
             });
         }
-        let Some(exp) = p.exp else {
-            return Err(ChainError::UnboundedInvocation { cid: inv.cid() });
-        };
-        // 2. The invocation's own bounds.
-        if revoked.contains(&inv_ref.cid) {
-            return Err(ChainError::Revoked { token: inv_ref });
-        }
-        self.check_exp(inv_ref, p.exp, now)?;
         // 3. Proof lookup.
         let mut chain = Vec::with_capacity(p.prf.len());
         for (index, cid) in p.prf.iter().enumerate() {
@@ -539,66 +782,64 @@ impl Validator {
             }
             chain.push(d);
         }
-        // 4. The delegations.
-        self.check_delegations(&chain, &p.sub, now, revoked)?;
-        // 5. The invoker.
-        if let Some((i, last)) = chain.iter().enumerate().next_back() {
-            let token = TokenRef {
-                pos: TokenPos::Delegation(i),
-                cid: last.cid(),
-            };
+        // 4. Revocation.
+        if revoked.contains(&inv_ref.cid) {
+            return Err(ChainError::Revoked { token: inv_ref });
+        }
+        self.check_revoked(&chain, revoked)?;
+        // 5. The proofs' signatures.
+        self.check_signatures(&chain)?;
+        // 6. Time.
+        self.check_times(&chain, now)?;
+        self.check_time(inv_ref, p.exp, None, now)?;
+        // 7. Principals, within the chain, then to the invoker.
+        self.check_links(&chain, &p.sub)?;
+        let last = chain.iter().enumerate().next_back();
+        if let Some((i, last)) = last
+            && last.payload().aud != p.iss
+        {
+            return Err(ChainError::AudienceIssuerMismatch {
+                token: tref(i, last),
+                aud: last.payload().aud,
+                next_iss: p.iss,
+            });
+        }
+        // 8. Commands, within the chain, then to the invocation.
+        self.check_commands(&chain)?;
+        if let Some((i, last)) = last {
             let l = last.payload();
-            if l.aud != p.iss {
-                return Err(ChainError::AudienceIssuerMismatch {
-                    token,
-                    aud: l.aud,
-                    next_iss: p.iss,
-                });
-            }
             if !l.cmd.covers(&p.cmd) {
                 return Err(ChainError::CommandNotCovered {
-                    token,
+                    token: tref(i, last),
                     cmd: l.cmd.clone(),
                     next: p.cmd.clone(),
                 });
             }
         }
-        // 6. The invocation's signature.
-        inv.verify_signature()
-            .map_err(|_| ChainError::BadSignature { token: inv_ref })?;
-        // 7. Policies.
+        // 9. Policies.
         for (i, d) in chain.iter().enumerate() {
-            let token = TokenRef {
-                pos: TokenPos::Delegation(i),
-                cid: d.cid(),
-            };
             match d.payload().pol.matches(&p.args) {
                 Ok(true) => {}
-                Ok(false) => return Err(ChainError::PolicyMismatch { token, error: None }),
+                Ok(false) => {
+                    return Err(ChainError::PolicyMismatch {
+                        token: tref(i, d),
+                        error: None,
+                    });
+                }
                 Err(e) => {
                     return Err(ChainError::PolicyMismatch {
-                        token,
+                        token: tref(i, d),
                         error: Some(e),
                     });
                 }
             }
         }
-        // 8. Replay.
-        let keep_until = exp.saturating_add(self.config.clock_skew_secs);
-        seen.check_and_insert(inv.cid(), keep_until, now)
-            .map_err(|e| match e {
-                ReplayError::Replayed => ChainError::Replayed { cid: inv.cid() },
-                ReplayError::Full => ChainError::ReplayGuardFull {
-                    cid: inv.cid(),
-                    max_entries: seen.max_entries(),
-                },
-            })?;
-        let expires_at = Some(
-            chain
-                .iter()
-                .filter_map(|d| d.payload().exp)
-                .fold(exp, u64::min),
-        );
+        let expires_at = chain
+            .iter()
+            .map(|d| d.payload().exp)
+            .chain([p.exp])
+            .flatten()
+            .min();
         Ok(ValidChain {
             invocation: inv.cid(),
             invoker: p.iss,
@@ -607,13 +848,37 @@ impl Validator {
             cmd: p.cmd.clone(),
             proofs: p.prf.clone(),
             expires_at,
+            powerlines: powerlines(&chain),
+            replay_protected: false,
         })
     }
 
+    /// Step 10: remembers an invocation that has an `exp` until it expires, or
+    /// refuses it as a replay (or because the guard is full).
+    fn record(
+        &self,
+        inv: &Signed<Invocation>,
+        now: u64,
+        seen: &mut ReplayGuard,
+    ) -> Result<(), ChainError> {
+        let Some(exp) = inv.payload().exp else {
+            return Ok(());
+        };
+        let keep_until = exp.saturating_add(self.config.clock_skew_secs);
+        seen.check_and_insert(inv.cid(), keep_until, now)
+            .map_err(|e| match e {
+                ReplayError::Replayed => ChainError::Replayed { cid: inv.cid() },
+                ReplayError::Full => ChainError::ReplayGuardFull {
+                    cid: inv.cid(),
+                    max_entries: seen.max_entries(),
+                },
+            })
+    }
+
     /// Validates a delegation chain presented without an invocation (such as a
-    /// join token), root first: signatures, time bounds at `now`, revocation,
-    /// subject, principal alignment and command attenuation. The subject is the
-    /// first non-null `sub` in the chain, or the root's issuer if all are null.
+    /// join token), root first: the same steps as for an invocation's proofs
+    /// (revocation, signatures, time bounds at `now`, principals, commands).
+    /// The subject is the root's `sub`.
     pub fn validate_delegation_chain(
         &self,
         chain: &[Signed<Delegation>],
@@ -629,12 +894,13 @@ impl Validator {
                 max: self.config.max_chain_len,
             });
         }
-        let subject = chain
-            .iter()
-            .find_map(|d| d.payload().sub)
-            .unwrap_or(root.payload().iss);
         let refs: Vec<&Signed<Delegation>> = chain.iter().collect();
-        self.check_delegations(&refs, &subject, now, revoked)?;
+        self.check_revoked(&refs, revoked)?;
+        self.check_signatures(&refs)?;
+        self.check_times(&refs, now)?;
+        let subject = root.payload().sub.unwrap_or(root.payload().iss);
+        self.check_links(&refs, &subject)?;
+        self.check_commands(&refs)?;
         Ok(ValidDelegationChain {
             root_issuer: root.payload().iss,
             subject,
@@ -644,62 +910,71 @@ impl Validator {
             expires_at: chain.iter().filter_map(|d| d.payload().exp).min(),
             not_before: chain.iter().filter_map(|d| d.payload().nbf).max(),
             cids: chain.iter().map(Signed::cid).collect(),
+            powerlines: powerlines(&refs),
         })
     }
 
-    /// Step 4 of the contract, for delegations given root first.
-    fn check_delegations(
+    fn check_revoked(
         &self,
         chain: &[&Signed<Delegation>],
-        subject: &Did,
-        now: u64,
         revoked: &RevocationSet,
     ) -> Result<(), ChainError> {
-        let tref = |i: usize, d: &Signed<Delegation>| TokenRef {
-            pos: TokenPos::Delegation(i),
-            cid: d.cid(),
-        };
-        for (i, d) in chain.iter().enumerate() {
-            if revoked.contains(&d.cid()) {
-                return Err(ChainError::Revoked { token: tref(i, d) });
-            }
+        if revoked.is_empty() {
+            return Ok(());
         }
+        match chain
+            .iter()
+            .enumerate()
+            .find(|(_, d)| revoked.contains(&d.cid()))
+        {
+            Some((i, d)) => Err(ChainError::Revoked { token: tref(i, d) }),
+            None => Ok(()),
+        }
+    }
+
+    fn check_signatures(&self, chain: &[&Signed<Delegation>]) -> Result<(), ChainError> {
+        for (i, d) in chain.iter().enumerate() {
+            d.verify_signature()
+                .map_err(|_| ChainError::BadSignature { token: tref(i, d) })?;
+        }
+        Ok(())
+    }
+
+    fn check_times(&self, chain: &[&Signed<Delegation>], now: u64) -> Result<(), ChainError> {
         for (i, d) in chain.iter().enumerate() {
             let p = d.payload();
-            self.check_exp(tref(i, d), p.exp, now)?;
-            if let Some(nbf) = p.nbf
-                && now.saturating_add(self.config.clock_skew_secs) < nbf
-            {
-                return Err(ChainError::NotYetValid {
-                    token: tref(i, d),
-                    nbf,
-                    now,
+            self.check_time(tref(i, d), p.exp, p.nbf, now)?;
+        }
+        Ok(())
+    }
+
+    /// Step 7 within the delegations, root first.
+    fn check_links(&self, chain: &[&Signed<Delegation>], subject: &Did) -> Result<(), ChainError> {
+        if let Some(root) = chain.first() {
+            let r = root.payload();
+            if r.sub.is_none() {
+                return Err(ChainError::PowerlineRoot {
+                    token: tref(0, root),
+                });
+            }
+            if r.iss != *subject {
+                return Err(ChainError::RootNotSubject {
+                    token: tref(0, root),
+                    iss: r.iss,
+                    subject: *subject,
                 });
             }
         }
         for (i, d) in chain.iter().enumerate() {
-            match d.payload().sub {
-                None if !self.config.allow_powerline => {
-                    return Err(ChainError::PowerlineNotAllowed { token: tref(i, d) });
-                }
-                Some(sub) if sub != *subject => {
-                    return Err(ChainError::SubjectMismatch {
-                        token: tref(i, d),
-                        sub,
-                        expected: *subject,
-                    });
-                }
-                _ => {}
+            if let Some(sub) = d.payload().sub
+                && sub != *subject
+            {
+                return Err(ChainError::SubjectMismatch {
+                    token: tref(i, d),
+                    sub,
+                    expected: *subject,
+                });
             }
-        }
-        if let Some(root) = chain.first()
-            && root.payload().iss != *subject
-        {
-            return Err(ChainError::RootNotSubject {
-                token: tref(0, root),
-                iss: root.payload().iss,
-                subject: *subject,
-            });
         }
         for (i, pair) in chain.windows(2).enumerate() {
             let (a, b) = (pair[0].payload(), pair[1].payload());
@@ -710,6 +985,14 @@ impl Validator {
                     next_iss: b.iss,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// Step 8 within the delegations, root first.
+    fn check_commands(&self, chain: &[&Signed<Delegation>]) -> Result<(), ChainError> {
+        for (i, pair) in chain.windows(2).enumerate() {
+            let (a, b) = (pair[0].payload(), pair[1].payload());
             if !a.cmd.covers(&b.cmd) {
                 return Err(ChainError::CommandNotCovered {
                     token: tref(i, pair[0]),
@@ -718,10 +1001,15 @@ impl Validator {
                 });
             }
         }
-        for (i, d) in chain.iter().enumerate() {
-            d.verify_signature()
-                .map_err(|_| ChainError::BadSignature { token: tref(i, d) })?;
-        }
         Ok(())
     }
+}
+
+fn powerlines(chain: &[&Signed<Delegation>]) -> Vec<usize> {
+    chain
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.payload().sub.is_none())
+        .map(|(i, _)| i)
+        .collect()
 }

@@ -49,6 +49,17 @@ impl Built {
     fn validate(&self) -> Result<ValidChain, ChainError> {
         self.validate_with(ValidatorConfig::default())
     }
+
+    fn mesh(&self, policy: &MeshPolicy) -> Result<ValidChain, Refusal> {
+        policy.validate(
+            &Validator::default(),
+            &self.inv,
+            &self.store(),
+            NOW,
+            &RevocationSet::new(),
+            &mut ReplayGuard::new(16),
+        )
+    }
 }
 
 impl World {
@@ -139,7 +150,7 @@ fn pos(e: &ChainError) -> Option<TokenPos> {
         | NotYetValid { token, .. }
         | AudienceIssuerMismatch { token, .. }
         | SubjectMismatch { token, .. }
-        | PowerlineNotAllowed { token }
+        | PowerlineRoot { token }
         | CommandNotCovered { token, .. }
         | PolicyMismatch { token, .. }
         | Revoked { token }
@@ -182,7 +193,7 @@ fn bad_signature_on_a_delegation_and_on_the_invocation() {
     let w = World::new();
     let b = w.build(|_| {}, |_| {});
     let mut dels = b.dels.clone();
-    let mut sig = dels[1].signature().to_bytes();
+    let mut sig = dels[1].signature().unwrap().to_bytes();
     sig[10] ^= 1;
     dels[1] = Signed::from_parts(
         dels[1].payload().clone(),
@@ -204,7 +215,7 @@ fn bad_signature_on_a_delegation_and_on_the_invocation() {
     assert!(matches!(err, ChainError::BadSignature { .. }), "{err}");
     assert_eq!(pos(&err), Some(TokenPos::Delegation(1)));
 
-    let mut sig = b.inv.signature().to_bytes();
+    let mut sig = b.inv.signature().unwrap().to_bytes();
     sig[63] ^= 0x10;
     let inv = Signed::from_parts(
         b.inv.payload().clone(),
@@ -317,31 +328,29 @@ fn missing_proof_and_cid_mismatch() {
 #[test]
 fn powerline() {
     let w = World::new();
-    let err = w.run(|d| d[1].sub = None).unwrap_err();
+    // Below the root, a powerline is valid by the spec…
+    let b = w.build(|d| d[1].sub = None, |_| {});
+    let ok = b.validate().unwrap();
+    assert_eq!(ok.powerlines, vec![1]);
+    // …and refused by the mesh unless it allows them.
+    let err = b.mesh(&MeshPolicy::default()).unwrap_err();
     assert!(
-        matches!(err, ChainError::PowerlineNotAllowed { .. }),
+        matches!(err, Refusal::Mesh(PolicyError::PowerlineNotAllowed { token }) if token.pos == TokenPos::Delegation(1)),
         "{err}"
     );
-    assert_eq!(pos(&err), Some(TokenPos::Delegation(1)));
-    let allow = ValidatorConfig {
+    let allow = MeshPolicy {
         allow_powerline: true,
-        ..ValidatorConfig::default()
     };
-    w.build(|d| d[1].sub = None, |_| {})
-        .validate_with(allow.clone())
-        .unwrap();
-    // A powerline root still has to be issued by the subject.
+    b.mesh(&allow).unwrap();
+    // A powerline cannot be the root, whatever the policy.
+    let err = w.run(|d| d[0].sub = None).unwrap_err();
+    assert!(matches!(err, ChainError::PowerlineRoot { .. }), "{err}");
+    assert_eq!(pos(&err), Some(TokenPos::Delegation(0)));
     let err = w
-        .build(
-            |d| {
-                d[0].sub = None;
-                d[0].iss = w.did(X);
-            },
-            |_| {},
-        )
-        .validate_with(allow)
+        .build(|d| d[0].sub = None, |_| {})
+        .mesh(&allow)
         .unwrap_err();
-    assert!(matches!(err, ChainError::RootNotSubject { .. }), "{err}");
+    assert_eq!(err.layer(), Layer::Spec);
 }
 
 #[test]
@@ -504,11 +513,35 @@ fn chain_too_long_and_unbounded_invocation() {
     };
     let err = w.build(|_| {}, |_| {}).validate_with(short).unwrap_err();
     assert_eq!(err, ChainError::ChainTooLong { len: 3, max: 2 });
-    let err = w.run_inv(|i| i.exp = None).unwrap_err();
-    assert!(
-        matches!(err, ChainError::UnboundedInvocation { .. }),
-        "{err}"
+    // `exp: null` is valid by the spec, but not recorded by the replay guard…
+    let b = w.build(|_| {}, |i| i.exp = None);
+    let mut seen = ReplayGuard::new(4);
+    let v = Validator::default();
+    for _ in 0..2 {
+        let ok = v
+            .validate(&b.inv, &b.store(), NOW, &RevocationSet::new(), &mut seen)
+            .unwrap();
+        assert!(!ok.replay_protected);
+        assert_eq!(ok.expires_at, Some(NOW + 1800));
+    }
+    assert!(seen.is_empty());
+    // …so the mesh refuses it, and records nothing.
+    let err = MeshPolicy::default()
+        .validate(
+            &v,
+            &b.inv,
+            &b.store(),
+            NOW,
+            &RevocationSet::new(),
+            &mut seen,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Refusal::Mesh(PolicyError::UnboundedInvocation { cid: b.inv.cid() })
     );
+    assert_eq!(err.layer(), Layer::Mesh);
+    assert!(seen.is_empty());
 }
 
 #[test]
@@ -543,6 +576,340 @@ fn delegation_chain_without_invocation() {
         v.validate_delegation_chain(&broken.dels, NOW, &RevocationSet::new()),
         Err(ChainError::CommandNotCovered { .. })
     ));
+}
+
+// ------------------------------------------- both layers, every failure class
+
+/// One row: a chain with one defect, the inputs to validate it with, and
+/// whether it makes sense with an invocation whose `exp` is null.
+struct Case {
+    built: Built,
+    store: HashMap<Cid, Signed<Delegation>>,
+    revoked: RevocationSet,
+    seen: ReplayGuard,
+    config: ValidatorConfig,
+}
+
+impl Case {
+    fn new(built: Built) -> Self {
+        Self {
+            store: built.store(),
+            built,
+            revoked: RevocationSet::new(),
+            seen: ReplayGuard::new(16),
+            config: ValidatorConfig::default(),
+        }
+    }
+
+    fn spec(&self) -> Result<ValidChain, ChainError> {
+        let mut seen = self.seen.clone();
+        Validator::new(self.config.clone()).validate(
+            &self.built.inv,
+            &self.store,
+            NOW,
+            &self.revoked,
+            &mut seen,
+        )
+    }
+
+    fn mesh(&self) -> Result<ValidChain, Refusal> {
+        let mut seen = self.seen.clone();
+        MeshPolicy::default().validate(
+            &Validator::new(self.config.clone()),
+            &self.built.inv,
+            &self.store,
+            NOW,
+            &self.revoked,
+            &mut seen,
+        )
+    }
+}
+
+type Make = fn(&World, bool) -> Case;
+
+/// Builds with the delegation edit `d` and invocation edit `i`, then sets the
+/// invocation's `exp` to null when `null_exp`.
+fn make(
+    w: &World,
+    null_exp: bool,
+    d: impl FnOnce(&mut Vec<Delegation>),
+    i: impl FnOnce(&mut Invocation),
+) -> Case {
+    Case::new(w.build(d, |inv| {
+        i(inv);
+        if null_exp {
+            inv.exp = None;
+        }
+    }))
+}
+
+/// A token whose signature field is 3 bytes long (as in the spec fixture).
+fn short_signature<T: crate::ucan::Payload>(t: &Signed<T>) -> Signed<T> {
+    let inner = t.signature_payload();
+    let mut bytes = vec![0x82, 0x43, 1, 2, 3];
+    bytes.extend_from_slice(inner);
+    Signed::decode(&bytes).unwrap()
+}
+
+/// `(name, build, null exp applies, spec class or None for valid, mesh class)`.
+/// The mesh column is `(layer, class)`; for the null-`exp` variant of a row
+/// the spec class is unchanged and the mesh column follows from it.
+#[allow(clippy::type_complexity)]
+fn rows() -> Vec<(
+    &'static str,
+    Make,
+    bool,
+    Option<&'static str>,
+    Option<(Layer, &'static str)>,
+)> {
+    use Layer::{Mesh, Spec};
+    vec![
+        ("valid", |w, n| make(w, n, |_| {}, |_| {}), true, None, None),
+        (
+            "valid powerline below the root",
+            |w, n| make(w, n, |d| d[1].sub = None, |_| {}),
+            true,
+            None,
+            Some((Mesh, "powerline-not-allowed")),
+        ),
+        (
+            "bad delegation signature",
+            |w, n| {
+                let mut c = make(w, n, |_| {}, |_| {});
+                // The forgery has its own CID; the invoker points `prf` at it.
+                let forged = flip_signature(&c.built.dels[1], 7);
+                let mut p = c.built.inv.payload().clone();
+                p.prf[1] = forged.cid();
+                c.store.insert(forged.cid(), forged);
+                c.built.inv = w.sign_inv(p);
+                c
+            },
+            true,
+            Some("bad-signature"),
+            Some((Spec, "bad-signature")),
+        ),
+        (
+            "invocation signature of the wrong length",
+            |w, n| {
+                let mut c = make(w, n, |_| {}, |_| {});
+                c.built.inv = short_signature(&c.built.inv);
+                c
+            },
+            true,
+            Some("bad-signature"),
+            Some((Spec, "bad-signature")),
+        ),
+        (
+            "expired proof",
+            |w, n| make(w, n, |d| d[1].exp = Some(NOW - 100), |_| {}),
+            true,
+            Some("expired"),
+            Some((Spec, "expired")),
+        ),
+        (
+            "expired invocation",
+            |w, n| make(w, n, |_| {}, |i| i.exp = Some(NOW - 100)),
+            false,
+            Some("expired"),
+            Some((Spec, "expired")),
+        ),
+        (
+            "proof not yet valid",
+            |w, n| make(w, n, |d| d[2].nbf = Some(NOW + 100), |_| {}),
+            true,
+            Some("not-yet-valid"),
+            Some((Spec, "not-yet-valid")),
+        ),
+        (
+            "proof audience misaligned",
+            |w, n| make(w, n, |d| d[0].aud = w.did(X), |_| {}),
+            true,
+            Some("audience-mismatch"),
+            Some((Spec, "audience-mismatch")),
+        ),
+        (
+            "invoker is not the last audience",
+            |w, n| make(w, n, |d| d[2].aud = w.did(X), |_| {}),
+            true,
+            Some("audience-mismatch"),
+            Some((Spec, "audience-mismatch")),
+        ),
+        (
+            "proof subject misaligned",
+            |w, n| make(w, n, |d| d[1].sub = Some(w.did(X)), |_| {}),
+            true,
+            Some("subject-mismatch"),
+            Some((Spec, "subject-mismatch")),
+        ),
+        (
+            "invocation subject misaligned",
+            |w, n| make(w, n, |_| {}, |i| i.sub = w.did(X)),
+            true,
+            Some("root-not-subject"),
+            Some((Spec, "root-not-subject")),
+        ),
+        (
+            "root not issued by the subject",
+            |w, n| make(w, n, |d| d[0].iss = w.did(X), |_| {}),
+            true,
+            Some("root-not-subject"),
+            Some((Spec, "root-not-subject")),
+        ),
+        (
+            "powerline root",
+            |w, n| make(w, n, |d| d[0].sub = None, |_| {}),
+            true,
+            Some("powerline-root"),
+            Some((Spec, "powerline-root")),
+        ),
+        (
+            "missing proof",
+            |w, n| {
+                let mut c = make(w, n, |_| {}, |_| {});
+                c.store.remove(&c.built.dels[1].cid());
+                c
+            },
+            true,
+            Some("missing-proof"),
+            Some((Spec, "missing-proof")),
+        ),
+        (
+            "store answers with another token",
+            |w, n| {
+                let mut c = make(w, n, |_| {}, |_| {});
+                c.store
+                    .insert(c.built.dels[1].cid(), c.built.dels[2].clone());
+                c
+            },
+            true,
+            Some("proof-cid-mismatch"),
+            Some((Spec, "proof-cid-mismatch")),
+        ),
+        (
+            "command widened",
+            |w, n| make(w, n, |d| d[1].cmd = cmd("/mesh/leave"), |_| {}),
+            true,
+            Some("command-not-covered"),
+            Some((Spec, "command-not-covered")),
+        ),
+        (
+            "policy violated",
+            |w, n| {
+                make(
+                    w,
+                    n,
+                    |_| {},
+                    |i| {
+                        i.args
+                            .insert("substrate".into(), Ipld::String("gaia".into()));
+                    },
+                )
+            },
+            true,
+            Some("policy-mismatch"),
+            Some((Spec, "policy-mismatch")),
+        ),
+        (
+            "proof revoked",
+            |w, n| {
+                let mut c = make(w, n, |_| {}, |_| {});
+                c.revoked.insert(c.built.dels[0].cid());
+                c
+            },
+            true,
+            Some("revoked"),
+            Some((Spec, "revoked")),
+        ),
+        (
+            "replayed",
+            |w, n| {
+                let mut c = make(w, n, |_| {}, |_| {});
+                c.seen
+                    .check_and_insert(c.built.inv.cid(), NOW + 120, NOW)
+                    .unwrap();
+                c
+            },
+            false,
+            Some("replayed"),
+            Some((Spec, "replayed")),
+        ),
+        (
+            "replay guard full",
+            |w, n| {
+                let mut c = make(w, n, |_| {}, |_| {});
+                c.seen = ReplayGuard::new(1);
+                c.seen
+                    .check_and_insert(
+                        w.build(|_| {}, |i| i.nonce = vec![77]).inv.cid(),
+                        NOW + 120,
+                        NOW,
+                    )
+                    .unwrap();
+                c
+            },
+            false,
+            Some("replay-guard-full"),
+            Some((Spec, "replay-guard-full")),
+        ),
+        (
+            "no proofs",
+            |w, n| make(w, n, |_| {}, |i| i.prf.clear()),
+            true,
+            Some("empty-chain"),
+            Some((Spec, "empty-chain")),
+        ),
+        (
+            "chain too long",
+            |w, n| {
+                let mut c = make(w, n, |_| {}, |_| {});
+                c.config.max_chain_len = 2;
+                c
+            },
+            true,
+            Some("chain-too-long"),
+            Some((Spec, "chain-too-long")),
+        ),
+    ]
+}
+
+/// Every failure class, through both layers, with the invocation's `exp`
+/// set and (where it applies) null: each defect is reported as itself by
+/// the spec layer, and the mesh layer reports the same spec-layer defect;
+/// only a chain the spec accepts can be refused by the mesh policy.
+#[test]
+fn every_failure_class_through_both_layers() {
+    let w = World::new();
+    let mut classes = std::collections::BTreeSet::new();
+    for (name, build, null_applies, spec, mesh) in rows() {
+        for null_exp in [false, true] {
+            if null_exp && !null_applies {
+                continue;
+            }
+            let case = build(&w, null_exp);
+            let got_spec = case.spec().map(|_| ()).map_err(|e| e.class());
+            assert_eq!(
+                got_spec,
+                spec.map_or(Ok(()), Err),
+                "{name} (null exp: {null_exp}), spec layer"
+            );
+            let want_mesh = match (spec, null_exp) {
+                (Some(class), _) => Some((Layer::Spec, class)),
+                (None, true) => Some((Layer::Mesh, "unbounded-invocation")),
+                (None, false) => mesh,
+            };
+            let got_mesh = case.mesh().map(|_| ()).map_err(|e| (e.layer(), e.class()));
+            assert_eq!(
+                got_mesh,
+                want_mesh.map_or(Ok(()), Err),
+                "{name} (null exp: {null_exp}), mesh layer"
+            );
+            if let Some(c) = spec {
+                classes.insert(c);
+            }
+        }
+    }
+    // The table covers every spec class but none of the mesh ones by accident.
+    assert_eq!(classes.len(), 16, "{classes:?}");
 }
 
 // ------------------------------------------------------------ property tests
@@ -598,7 +965,7 @@ fn tamper_invocation(w: &World, i: &mut Invocation, field: usize, k: u8) {
 }
 
 fn flip_signature<T: crate::ucan::Payload + Clone>(t: &Signed<T>, k: u8) -> Signed<T> {
-    let mut sig = t.signature().to_bytes();
+    let mut sig = t.signature().unwrap().to_bytes();
     sig[usize::from(k) % 64] ^= 1 << (k % 8);
     Signed::from_parts(t.payload().clone(), Signature::from_bytes(sig), t.version()).unwrap()
 }
@@ -620,7 +987,7 @@ proptest! {
             } else {
                 let mut p = b.inv.payload().clone();
                 tamper_invocation(&w, &mut p, field, k);
-                Signed::from_parts(p, *b.inv.signature(), b.inv.version()).unwrap()
+                Signed::from_parts(p, *b.inv.signature().unwrap(), b.inv.version()).unwrap()
             };
             let r = v.validate(&inv, &b.store(), NOW, &RevocationSet::new(), &mut ReplayGuard::new(4));
             prop_assert!(r.is_err(), "tampered invocation field {} accepted", field);
@@ -631,7 +998,7 @@ proptest! {
             } else {
                 let mut p = original.payload().clone();
                 tamper_delegation(&w, &mut p, field, k);
-                Signed::from_parts(p, *original.signature(), original.version()).unwrap()
+                Signed::from_parts(p, *original.signature().unwrap(), original.version()).unwrap()
             };
             prop_assume!(tampered.as_bytes() != original.as_bytes());
             let mut store = b.store();

@@ -153,7 +153,8 @@ impl From<dagcbor::CborError> for TokenError {
 #[derive(Clone)]
 pub struct Signed<T> {
     payload: T,
-    signature: Signature,
+    /// `None` when the envelope's signature is not 64 bytes (never verifies).
+    signature: Option<Signature>,
     version: SpecVersion,
     bytes: Vec<u8>,
     signed_range: Range<usize>,
@@ -199,7 +200,7 @@ impl<T: Payload> Signed<T> {
         let cid = token_cid(&bytes);
         Self {
             payload,
-            signature,
+            signature: Some(signature),
             version,
             signed_range: start..bytes.len(),
             bytes,
@@ -219,10 +220,9 @@ impl<T: Payload> Signed<T> {
                 "expected a list of [signature, signature payload]",
             ));
         }
-        let sig: [u8; SIGNATURE_LEN] = d
-            .bytes()?
-            .try_into()
-            .map_err(|_| TokenError::Envelope("signature must be 64 bytes"))?;
+        // A signature of the wrong length is a token that does not verify,
+        // not a malformed envelope: it decodes, and `verify_signature` fails.
+        let sig: Option<[u8; SIGNATURE_LEN]> = d.bytes()?.try_into().ok();
         let start = d.pos();
         if d.map_head()? != 2 {
             return Err(TokenError::Envelope(
@@ -261,14 +261,18 @@ impl<T: Payload> Signed<T> {
         let end = d.pos();
         d.finish()?;
         let payload = T::from_map(map)?;
+        let verified = OnceLock::new();
+        if sig.is_none() {
+            let _ = verified.set(false);
+        }
         Ok(Self {
             payload,
-            signature: Signature::from_bytes(sig),
+            signature: sig.map(Signature::from_bytes),
             version,
             bytes: bytes.to_vec(),
             signed_range: start..end,
             cid: token_cid(bytes),
-            verified: OnceLock::new(),
+            verified,
         })
     }
 
@@ -277,11 +281,26 @@ impl<T: Payload> Signed<T> {
     pub fn verify_signature(&self) -> Result<(), BadSignature> {
         let ok = *self.verified.get_or_init(|| {
             let msg = &self.bytes[self.signed_range.clone()];
-            self.payload
-                .issuer()
-                .public_key()
-                .verify(msg, &self.signature)
-                .is_ok()
+            self.signature
+                .as_ref()
+                .is_some_and(|sig| self.payload.issuer().public_key().verify(msg, sig).is_ok())
+        });
+        if ok { Ok(()) } else { Err(BadSignature) }
+    }
+
+    /// [`Signed::verify_signature`] without the process-wide cache: for a
+    /// token checked once, such as an invocation. The result is still cached
+    /// in this decoded token.
+    pub fn verify_signature_once(&self) -> Result<(), BadSignature> {
+        let ok = *self.verified.get_or_init(|| {
+            let msg = &self.bytes[self.signed_range.clone()];
+            self.signature.as_ref().is_some_and(|sig| {
+                self.payload
+                    .issuer()
+                    .public_key()
+                    .verify_uncached(msg, sig)
+                    .is_ok()
+            })
         });
         if ok { Ok(()) } else { Err(BadSignature) }
     }
@@ -359,9 +378,10 @@ impl<T> Signed<T> {
         self.payload
     }
 
-    /// The signature.
-    pub fn signature(&self) -> &Signature {
-        &self.signature
+    /// The signature; `None` when the token carries a signature that is not
+    /// 64 bytes long (such a token decodes, and never verifies).
+    pub fn signature(&self) -> Option<&Signature> {
+        self.signature.as_ref()
     }
 
     /// The tag version this token carries.
@@ -516,7 +536,7 @@ mod tests {
             if let Ok(d) = Signed::<Delegation>::decode(&bytes) {
                 // Whatever decodes re-encodes to exactly the same bytes.
                 proptest::prop_assert_eq!(d.to_bytes(), bytes);
-                let again = Signed::from_parts(d.payload().clone(), *d.signature(), d.version()).unwrap();
+                let again = Signed::from_parts(d.payload().clone(), *d.signature().unwrap(), d.version()).unwrap();
                 proptest::prop_assert_eq!(again.to_bytes(), d.to_bytes());
             }
         }

@@ -1,4 +1,4 @@
-//! `omega token issue|delegate|invoke|inspect|verify`: capability tokens (ACTs).
+//! `omega token issue|delegate|invoke|inspect|verify|revoke`: capability tokens (ACTs).
 //!
 //! Tokens are UCAN 1.0 envelopes. On the command line a token is given as
 //! base64 text, as a file holding base64 text or raw DAG-CBOR bytes, or `-`
@@ -8,8 +8,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use base64::Engine;
-use clap::{Args, Subcommand};
-use omega_identity::chain::{ReplayGuard, RevocationSet, Validator, ValidatorConfig};
+use clap::{Args, Subcommand, ValueEnum};
+use omega_identity::chain::{
+    MeshPolicy, Refusal, ReplayGuard, RevocationSet, Validator, ValidatorConfig,
+};
 use omega_identity::policy::{Policy, ipld_from_json};
 use omega_identity::ucan::{AnyToken, Command, Delegation, Invocation, Signed, TokenError};
 use omega_identity::{Cid, Did, Ipld, Keypair};
@@ -32,8 +34,30 @@ pub enum TokenCommand {
         /// The token (base64, a file, or `-`).
         token: String,
     },
-    /// Check a token: signature and time bounds; for an invocation, its whole proof chain.
+    /// Check a token: signature and time bounds; for an invocation, its whole
+    /// proof chain. By the UCAN 1.0 spec, then (unless `--policy spec`) by
+    /// the mesh policy; says which layer refused.
     Verify(VerifyArgs),
+    /// Revoke a delegation you issued, or one below a delegation you issued:
+    /// a signed `/ucan/revoke` written into the mesh's replicated state, after
+    /// which every member refuses it and every chain through it.
+    Revoke(RevokeArgs),
+}
+
+/// `omega token revoke`
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The delegation to revoke (a token, a file, `-`), or its CID when the
+    /// token itself is the last `--proof`.
+    target: String,
+    /// The chain from the mesh root down to the revoked delegation, root
+    /// first (repeat). The revoked delegation may be left out when it is the
+    /// target. Your key must have issued one of these delegations.
+    #[arg(long = "proof", value_name = "TOKEN")]
+    proofs: Vec<String>,
+    /// The node to hand the revocation to.
+    #[command(flatten)]
+    node: super::peers::NodeDir,
 }
 
 /// Lifetime flags shared by the verbs that create tokens.
@@ -148,9 +172,23 @@ pub struct VerifyArgs {
     /// Treat the token with this CID as revoked (repeatable).
     #[arg(long = "revoked", value_name = "CID")]
     revoked: Vec<Cid>,
-    /// Accept a root delegation with a null subject ("powerline").
+    /// Which rules to check: `spec` (UCAN 1.0 only: an invocation may have
+    /// no expiry, a delegation below the root may be a powerline) or `mesh`
+    /// (the spec, then what an Omega node requires on top).
+    #[arg(long, value_enum, default_value_t = PolicyArg::Mesh)]
+    policy: PolicyArg,
+    /// With `--policy mesh`: accept powerline delegations (`sub: null`).
     #[arg(long)]
     allow_powerline: bool,
+}
+
+/// `--policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum PolicyArg {
+    /// UCAN 1.0 as specified.
+    Spec,
+    /// The spec, then the mesh policy (invocations expire; no powerline).
+    Mesh,
 }
 
 pub(super) fn run(cmd: &TokenCommand, key_path: &Path, out: &Output) -> Result<ExitCode, CliError> {
@@ -172,6 +210,7 @@ pub(super) fn run(cmd: &TokenCommand, key_path: &Path, out: &Output) -> Result<E
         TokenCommand::Invoke(a) => invoke(a, key_path, now, out),
         TokenCommand::Inspect { token } => inspect(token, now, out),
         TokenCommand::Verify(a) => verify(a, now, out),
+        TokenCommand::Revoke(a) => revoke(a, key_path, out),
     }
 }
 
@@ -313,57 +352,141 @@ fn invoke(a: &InvokeArgs, key_path: &Path, now: u64, out: &Output) -> Result<Exi
 fn verify(a: &VerifyArgs, now: u64, out: &Output) -> Result<ExitCode, CliError> {
     let at = a.at.unwrap_or(now);
     let token = read_any(&a.token)?;
-    let config = ValidatorConfig {
+    let validator = Validator::new(ValidatorConfig {
         clock_skew_secs: a.skew,
-        allow_powerline: a.allow_powerline,
         ..ValidatorConfig::default()
+    });
+    let policy = MeshPolicy {
+        allow_powerline: a.allow_powerline,
     };
-    let validator = Validator::new(config);
+    let mesh = a.policy == PolicyArg::Mesh;
     let revoked: RevocationSet = a.revoked.iter().cloned().collect();
     let proofs = a
         .proofs
         .iter()
         .map(|p| read_delegation(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let result = match &token {
+    let mut seen = ReplayGuard::new(1);
+    let result: Result<(), Refusal> = match &token {
         AnyToken::Invocation(inv) => {
             let store = proofs
                 .iter()
                 .map(|p| (p.cid(), p.clone()))
                 .collect::<std::collections::HashMap<_, _>>();
-            validator
-                .validate(inv, &store, at, &revoked, &mut ReplayGuard::new(1))
-                .map(|_| ())
+            if mesh {
+                policy
+                    .validate(&validator, inv, &store, at, &revoked, &mut seen)
+                    .map(|_| ())
+            } else {
+                validator
+                    .validate(inv, &store, at, &revoked, &mut seen)
+                    .map(|_| ())
+                    .map_err(Refusal::Spec)
+            }
         }
         AnyToken::Delegation(dlg) => {
             let mut chain = proofs;
             chain.push(dlg.clone());
-            validator
-                .validate_delegation_chain(&chain, at, &revoked)
-                .map(|_| ())
+            if mesh {
+                policy
+                    .validate_delegation_chain(&validator, &chain, at, &revoked)
+                    .map(|_| ())
+            } else {
+                validator
+                    .validate_delegation_chain(&chain, at, &revoked)
+                    .map(|_| ())
+                    .map_err(Refusal::Spec)
+            }
         }
     };
     let cid = token.cid().to_string();
+    let checked = if mesh { "spec + mesh policy" } else { "spec" };
     match result {
         Ok(()) => {
             out.print(
-                format!("valid  {cid}"),
-                json!({ "ok": true, "valid": true, "cid": cid }),
+                format!("valid  {cid}  ({checked})"),
+                json!({ "ok": true, "valid": true, "cid": cid, "policy": a.policy_name() }),
             );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
+            let layer = match e.layer() {
+                omega_identity::chain::Layer::Spec => "the UCAN 1.0 spec",
+                omega_identity::chain::Layer::Mesh => "the mesh policy",
+            };
+            let reason = match &e {
+                Refusal::Spec(e) => e.to_string(),
+                Refusal::Mesh(e) => e.to_string(),
+                other => other.to_string(),
+            };
             if out.is_json() {
                 out.print(
                     "",
-                    json!({ "ok": true, "valid": false, "cid": cid, "reason": e.to_string() }),
+                    json!({
+                        "ok": true, "valid": false, "cid": cid, "policy": a.policy_name(),
+                        "layer": e.layer().as_str(), "class": e.class(), "reason": reason,
+                    }),
                 );
             } else {
-                eprintln!("invalid  {cid}\n  reason: {e}");
+                eprintln!(
+                    "invalid  {cid}\n  refused by: {layer} ({})\n  reason: {reason}{}",
+                    e.class(),
+                    match e.layer() {
+                        omega_identity::chain::Layer::Mesh => {
+                            "\n  (valid by the spec: `--policy spec` checks only that)"
+                        }
+                        omega_identity::chain::Layer::Spec => "",
+                    }
+                );
             }
             Ok(ExitCode::from(1))
         }
     }
+}
+
+impl VerifyArgs {
+    fn policy_name(&self) -> &'static str {
+        match self.policy {
+            PolicyArg::Spec => "spec",
+            PolicyArg::Mesh => "mesh",
+        }
+    }
+}
+
+fn revoke(a: &RevokeArgs, key_path: &Path, out: &Output) -> Result<ExitCode, CliError> {
+    let mut chain = a
+        .proofs
+        .iter()
+        .map(|p| read_delegation(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = match a.target.trim().parse::<Cid>() {
+        Ok(cid) => cid,
+        Err(_) => {
+            let d = read_delegation(&a.target)?;
+            let cid = d.cid();
+            if chain.last().map(Signed::cid) != Some(cid) {
+                chain.push(d);
+            }
+            cid
+        }
+    };
+    if chain.last().map(Signed::cid) != Some(target) {
+        return Err(CliError::invalid(
+            format!("the chain does not end with the token {target}"),
+            "pass the token to revoke itself (not its CID), or make it the last --proof",
+        ));
+    }
+    let signer = super::dispatch::sign_and_write(
+        &a.node.data_dir,
+        key_path,
+        &super::dispatch::Signing { proofs: Vec::new() },
+        |hlc, auth| omega_gossip::desired::DesiredRecord::revoke_by_chain(chain, hlc, auth),
+    )?;
+    out.print(
+        format!("revoked token {target}"),
+        json!({ "ok": true, "revoked": target.to_string(), "kind": "token", "by": signer.to_string() }),
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect(text: &str, now: u64, out: &Output) -> Result<ExitCode, CliError> {
