@@ -2,12 +2,15 @@
 //! gossip and anti-entropy deliver them, anti-entropy state vectors, and
 //! records on their own.
 #![no_main]
+#[path = "../support.rs"]
+mod omega_fuzz_support;
 use libfuzzer_sys::fuzz_target;
 use omega_gossip::desired::{Config, DesiredRecord};
 use omega_gossip::{DesiredState, NodeId};
 use omega_identity::Keypair;
 
 fuzz_target!(|data: &[u8]| {
+    omega_fuzz_support::panics_caught_by_the_code_are_not_crashes();
     let root = Keypair::from_seed([9; 32]).did();
     let from: NodeId = Keypair::from_seed([2; 32]).public().into();
     let Ok(mut state) = DesiredState::new(root, Config::default()) else {

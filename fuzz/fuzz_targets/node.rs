@@ -5,12 +5,15 @@
 //! topics — with virtual time passing between messages. Node 0 must neither
 //! panic nor stop serving.
 #![no_main]
+#[path = "../support.rs"]
+mod omega_fuzz_support;
 use libfuzzer_sys::fuzz_target;
 use omega_gossip::Substrate;
 use omega_gossip::node::{Protocol, Topic};
 use omega_gossip::testkit::mesh::{MeshConfig, MeshSim};
 
 fuzz_target!(|data: &[u8]| {
+    omega_fuzz_support::panics_caught_by_the_code_are_not_crashes();
     let mut sim = MeshSim::new(1, MeshConfig::default());
     sim.add_node("victim", Substrate::Habitat);
     sim.add_node("hostile", Substrate::Habitat);
