@@ -326,12 +326,14 @@ fn an_update_with_an_invalid_record_is_refused_whole() {
             ..
         })
     ));
-    // Unknown roots and non-record values.
+    // Unknown roots: refused by the update's shape, before yrs reads it.
     let update = forged_update(&[("junk", "x", vec![1])]);
-    assert!(matches!(
-        s.handle_update(from(), &update, NOW_MS),
-        Err(Refusal::UnknownRoot(_))
-    ));
+    let err = s.handle_update(from(), &update, NOW_MS).unwrap_err();
+    assert!(
+        matches!(err, Refusal::Malformed(ref why) if why.contains("unknown root")),
+        "{err}"
+    );
+    assert!(err.penalty());
     // The same valid record alone is fine.
     let update = forged_update(&[("manifests", "web", good)]);
     assert_eq!(s.handle_update(from(), &update, NOW_MS).unwrap().len(), 1);
@@ -857,4 +859,61 @@ fn an_update_that_panics_yrs_is_refused_and_changes_nothing() {
     assert!(s.handle_update(from, &hostile, 1_000).is_err());
     assert_eq!(s.state_vector(), before);
     assert!(s.poll_update().is_none());
+}
+
+/// Found by the `desired` fuzz target: an update that made yrs read freed
+/// memory while integrating it (a heap use-after-free under the address
+/// sanitizer; `catch_unwind` cannot contain that). Updates are now walked
+/// first and refused unless they have the shape honest replicas produce
+/// (items in the root maps holding record bytes or tombstones, no GC or
+/// skip blocks, no nested types); this one is refused by that walk.
+#[test]
+fn an_update_that_corrupted_yrs_memory_is_refused_by_its_shape() {
+    let mut s = replica(1);
+    let before = s.state_vector();
+    let hostile = [
+        0x04, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+        0x01, 0x26, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+        0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+        0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+        0x01, 0x01, 0x01, 0x01, 0x01, 0x81, 0xec, 0xfb, 0x00, 0xcc, 0xff, 0xff, 0xff, 0x00, 0xfe,
+        0xfe, 0x00, 0x0a, 0x0a, 0x0a, 0x00, 0x0a, 0x0a, 0x0a, 0x0a, 0xff, 0xff, 0xff,
+    ];
+    let from: NodeId = key(2).public().into();
+    let err = s.handle_update(from, &hostile, 1_000).unwrap_err();
+    assert!(
+        matches!(err, Refusal::Malformed(ref why) if why.starts_with("update:")),
+        "{err}"
+    );
+    assert_eq!(s.state_vector(), before);
+}
+
+/// Every update an honest replica produces has the shape the walk accepts:
+/// first writes, overwrites of the same key, deletes and a full-state sync.
+#[test]
+fn honest_updates_pass_the_shape_check() {
+    let root = key(1);
+    let mut a = replica(1);
+    let mut b = replica(2);
+    let from: NodeId = key(2).public().into();
+    for round in 0..5u64 {
+        for name in ["web", "api", "db"] {
+            let rec = DesiredRecord::apply(
+                name,
+                &plan(1 + round as u16),
+                Hlc::new(NOW_MS + round, 0),
+                auth(&root, vec![], 10 * round + name.len() as u64),
+            )
+            .unwrap();
+            let u = a.apply_local(&rec, NOW_MS + round).unwrap();
+            b.handle_update(from, &u, NOW_MS + round)
+                .expect("an honest update passes");
+        }
+    }
+    // A full-state sync from scratch.
+    let mut c = replica(3);
+    let full = a.diff_since(&c.state_vector()).unwrap();
+    c.handle_update(from, &full, NOW_MS + 10)
+        .expect("a full state passes");
+    assert_eq!(c.manifests().count(), 3);
 }

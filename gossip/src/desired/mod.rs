@@ -42,6 +42,7 @@
 //! stay, one per deleted name, and count toward `max_manifests`.
 
 mod record;
+mod shape;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -549,7 +550,8 @@ impl DesiredState {
     /// Applies `bytes` to a copy of the document; `None` if it adds nothing.
     #[allow(clippy::type_complexity)]
     fn trial(&self, bytes: &[u8]) -> Result<Option<(Doc, Snapshot)>, Refusal> {
-        leading_count_fits(bytes, "update", 3)?;
+        shape::check_update(bytes, &ROOTS)
+            .map_err(|why| Refusal::Malformed(format!("update: {why}")))?;
         let update = Update::decode_v1(bytes).map_err(|e| Refusal::Malformed(e.to_string()))?;
         let sv = self.doc.transact().state_vector();
         if !update.extends(&sv) && update.delete_set().is_empty() {
