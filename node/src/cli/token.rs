@@ -47,8 +47,9 @@ pub enum TokenCommand {
 /// `omega token revoke`
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
-    /// The delegation to revoke (a token, a file, `-`), or its CID when the
-    /// token itself is the last `--proof`.
+    /// The delegation to revoke (a token, a file, `-`, or an `omega-join1.`
+    /// join token: its invite), or its CID when the token itself is the last
+    /// `--proof`.
     target: String,
     /// The chain from the mesh root down to the revoked delegation, root
     /// first (repeat). The revoked delegation may be left out when it is the
@@ -462,7 +463,7 @@ fn revoke(a: &RevokeArgs, key_path: &Path, out: &Output) -> Result<ExitCode, Cli
     let target = match a.target.trim().parse::<Cid>() {
         Ok(cid) => cid,
         Err(_) => {
-            let d = read_delegation(&a.target)?;
+            let d = read_revocable(&a.target)?;
             let cid = d.cid();
             if chain.last().map(Signed::cid) != Some(cid) {
                 chain.push(d);
@@ -487,6 +488,19 @@ fn revoke(a: &RevokeArgs, key_path: &Path, out: &Output) -> Result<ExitCode, Cli
         json!({ "ok": true, "revoked": target.to_string(), "kind": "token", "by": signer.to_string() }),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The delegation a revoke target names: a token (as [`read_delegation`]
+/// takes it) or an `omega-join1.` join token, whose delegation (mesh root →
+/// invite key) is what the mesh checks on every join.
+fn read_revocable(arg: &str) -> Result<Signed<Delegation>, CliError> {
+    let text = arg.trim();
+    if !text.starts_with(omega_gossip::join::TOKEN_PREFIX) {
+        return read_delegation(arg);
+    }
+    omega_gossip::join::JoinToken::decode(text)
+        .map(|t| t.delegation)
+        .map_err(|e| CliError::invalid(format!("the join token: {e}"), "paste the whole token"))
 }
 
 fn inspect(text: &str, now: u64, out: &Output) -> Result<ExitCode, CliError> {
