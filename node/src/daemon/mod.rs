@@ -129,6 +129,13 @@ pub struct RunArgs {
     /// emit, so a slow consumer slows its producers.
     #[arg(long, value_name = "N", default_value_t = 16_384)]
     pub event_outbox: usize,
+    /// Move a damaged `state.redb` aside (to `state.redb.damaged-UNIXMS`)
+    /// and start with an empty store: the desired state (manifests, images,
+    /// revocations) re-syncs from the mesh's peers, `node.key` and
+    /// `join.token` are kept. Events in this node's outbox and dead-letter
+    /// queue that had not been delivered are lost with the old file.
+    #[arg(long)]
+    pub rebuild_state: bool,
 }
 
 /// `always`, or a sync interval (`100`, `100ms`, `1s`).
@@ -164,6 +171,9 @@ pub enum DaemonError {
     /// A flag is wrong.
     #[error("{0}")]
     Usage(String),
+    /// The state store is damaged or cannot be used.
+    #[error(transparent)]
+    State(#[from] store::StateError),
     /// The node failed to start.
     #[error(transparent)]
     Node(#[from] omega_p2p::NodeError),
@@ -400,17 +410,15 @@ pub fn run_with(
     let metrics_addr = args.metrics;
     let (frontier_backend, frontier_report) =
         frontier(&args.frontier_backend, substrate, &data_dir);
-    let db =
-        store::StateDb::open(&data_dir).map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
-    let restarts = db
-        .count_restart()
-        .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
-    let stored = db
-        .load()
-        .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
-    let stored_events = db
-        .load_events()
-        .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
+    if args.rebuild_state {
+        rebuild_state(&data_dir)?;
+    }
+    let store::Loaded {
+        db,
+        restarts,
+        desired: stored,
+        events: stored_events,
+    } = store::Loaded::open(&data_dir)?;
     let images = data_dir.join("images");
     let _ = std::fs::create_dir_all(images.join("blobs"));
     let mut node = omega_gossip::node::Config::default();
@@ -499,6 +507,27 @@ pub fn run_with(
         let _ = std::fs::remove_file(crate::api::socket_path(&data_dir));
         Ok(())
     })
+}
+
+/// `--rebuild-state`: refused while a node answers on this data directory
+/// (it holds the file), else [`store::rebuild`].
+fn rebuild_state(data_dir: &Path) -> Result<(), DaemonError> {
+    let socket = crate::api::socket_path(data_dir);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(DaemonError::Usage(format!(
+            "--rebuild-state: a node is running on {} (its API answers at {}); stop it first",
+            data_dir.display(),
+            socket.display()
+        )));
+    }
+    match store::rebuild(data_dir)? {
+        Some(aside) => warn!(
+            "--rebuild-state: moved the old state to {}; starting empty, re-syncing from peers",
+            aside.display()
+        ),
+        None => info!("--rebuild-state: no state to move aside; starting empty"),
+    }
+    Ok(())
 }
 
 /// Why a task that should run for the node's life ended.
