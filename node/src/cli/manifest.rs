@@ -99,15 +99,7 @@ fn read_source(path: &Path, syntax: Option<Syntax>) -> Result<(String, Format), 
             )
         })?,
     };
-    let source = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(path)
-    }
-    .map_err(|source| CliError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let source = crate::bounded::read_to_string(path, crate::bounded::MANIFEST)?;
     Ok((source, format))
 }
 

@@ -168,6 +168,9 @@ pub enum DaemonError {
         /// What went wrong.
         message: String,
     },
+    /// A file given to the node could not be read within its limit.
+    #[error(transparent)]
+    Read(#[from] crate::bounded::ReadError),
     /// A flag is wrong.
     #[error("{0}")]
     Usage(String),
@@ -218,9 +221,10 @@ fn join_token(args: &RunArgs, data_dir: &Path) -> Result<Option<JoinToken>, Daem
             write_private(&path, t)?;
             t.clone()
         }
-        None => match std::fs::read_to_string(&path) {
+        None => match crate::bounded::read_to_string(&path, crate::bounded::JOIN_TOKEN) {
             Ok(t) => t,
-            Err(_) => return Ok(None),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
         },
     };
     JoinToken::decode(&text)
