@@ -65,7 +65,7 @@ pub const COMPONENT: Limit = Limit {
 #[non_exhaustive]
 pub enum ReadError {
     /// More than the limit.
-    #[error("{}: more than {} bytes, the limit for {}", path.display(), limit.bytes, limit.what)]
+    #[error("{}: more than {} bytes, the limit for {}", shown(path), limit.bytes, limit.what)]
     TooLarge {
         /// The file (`-` for standard input).
         path: PathBuf,
@@ -73,7 +73,7 @@ pub enum ReadError {
         limit: Limit,
     },
     /// The operating system failed the read (or the text is not UTF-8).
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", shown(path))]
     Io {
         /// The file (`-` for standard input).
         path: PathBuf,
@@ -81,6 +81,15 @@ pub enum ReadError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A path as the errors name it: `-` is standard input.
+fn shown(path: &Path) -> String {
+    if path == Path::new("-") {
+        "standard input".into()
+    } else {
+        path.display().to_string()
+    }
 }
 
 impl ReadError {

@@ -44,13 +44,19 @@ fn refused(o: &Output, limit: &str) {
 fn dev_zero_on_stdin_is_refused_at_the_limit() {
     let home = tempfile::tempdir().unwrap();
     let o = omega_with_stdin(home.path(), &["token", "inspect", "-"], "/dev/zero");
-    refused(&o, "-: more than 131072 bytes, the limit for a token");
+    refused(
+        &o,
+        "standard input: more than 131072 bytes, the limit for a token",
+    );
     let o = omega_with_stdin(
         home.path(),
         &["validate", "-", "--format", "toml"],
         "/dev/zero",
     );
-    refused(&o, "-: more than 1048576 bytes, the limit for a manifest");
+    refused(
+        &o,
+        "standard input: more than 1048576 bytes, the limit for a manifest",
+    );
     let o = omega_with_stdin(
         home.path(),
         &["--json", "validate", "-", "--format", "toml"],

@@ -8,6 +8,7 @@
 //! | `node.key` | the node key (mode 0600); the same identity across restarts |
 //! | `join.token` | the join token last given with `--join` (mode 0600) |
 //! | `state.redb` | the desired-state document (snapshot and update log; see [`store`]) |
+//! | `state.redb.damaged-UNIXMS` | a damaged store that `--rebuild-state` moved aside |
 //! | `images/` | the content-addressed image store (served to members by content id) |
 //! | `cache/` | precompiled images |
 //! | `api.sock` | the local API (mode 0600) |
