@@ -10,7 +10,7 @@
 //! | a token argument (`-`, a file) | 2 × [`omega_identity::ucan::MAX_TOKEN_LEN`] (128 KiB) | the largest token, as base64 text with room for whitespace |
 //! | a key file (`--key`, `node.key`) | [`omega_identity::keyfile::MAX_LEN`] (1 KiB) | the key file format's bound |
 //! | `join.token` | [`omega_gossip::join::MAX_TOKEN_LEN`] (8 KiB) | the join token's bound |
-//! | an event payload (`@FILE`, `-`) | 256 KiB | an event's largest payload |
+//! | an event payload (`@FILE`, `-`) | [`omega_p2p::http::MAX_BODY`] (4 MiB) | the most one request to the local API carries; the node itself refuses a payload over its `max_payload` (256 KiB by default) with its own message |
 //! | a component (`image push`, `run`, `dev`, `bench`) | [`omega_runtime::MAX_IMAGE_BYTES`] (256 MiB) | the largest image the store keeps and members fetch |
 
 use std::io::Read;
@@ -49,9 +49,10 @@ pub const JOIN_TOKEN: Limit = Limit {
     bytes: omega_gossip::join::MAX_TOKEN_LEN as u64,
     what: "a join token",
 };
-/// An event payload (the default `max_payload` of event delivery).
+/// An event payload: no more than one local API request can carry (the
+/// node's own, smaller, `max_payload` is the node's to enforce).
 pub const PAYLOAD: Limit = Limit {
-    bytes: 256 << 10,
+    bytes: omega_p2p::http::MAX_BODY as u64,
     what: "an event payload",
 };
 /// A WASI component.

@@ -209,8 +209,9 @@ impl Default for ServerConfig {
 /// on one's channel closes it.
 type Waiting = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, oneshot::Sender<()>>>>;
 
-/// Serves `handler` on `listener` until the listener is closed, within the
-/// limits of `config` (one request per connection).
+/// Serves `handler` on `listener` for as long as the task runs, within the
+/// limits of `config` (one request per connection); a failed accept (out of
+/// file descriptors, say) is waited out, not fatal.
 pub async fn serve<F, Fut>(listener: UnixListener, config: ServerConfig, handler: F)
 where
     F: Fn(Request) -> Fut + Send + Sync + 'static,

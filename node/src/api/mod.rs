@@ -71,7 +71,7 @@ pub struct Api {
     pub shared: Arc<Shared>,
 }
 
-/// Serves the API until the listener fails, within
+/// Serves the API for as long as the task runs, within
 /// [`http::ServerConfig::default`]'s limits.
 pub async fn serve(listener: UnixListener, api: Api) {
     http::serve(listener, http::ServerConfig::default(), move |req| {
