@@ -38,6 +38,9 @@ pub enum KeyStoreError {
         #[source]
         source: keyfile::KeyFileError,
     },
+    /// The file is larger than any key file ([`crate::bounded::KEY_FILE`]).
+    #[error(transparent)]
+    Read(crate::bounded::ReadError),
     /// An operating-system error.
     #[error("{action} {path}: {source}")]
     Io {
@@ -84,7 +87,11 @@ pub fn load(path: &Path) -> Result<Keypair, KeyStoreError> {
         }
         Err(e) => return Err(io("reading", e)),
     };
-    let text = fs::read_to_string(path).map_err(|e| io("reading", e))?;
+    let text =
+        crate::bounded::read_to_string(path, crate::bounded::KEY_FILE).map_err(|e| match e {
+            crate::bounded::ReadError::Io { source, .. } => io("reading", source),
+            e => KeyStoreError::Read(e),
+        })?;
     keyfile::decode(&text, Some(meta.permissions().mode())).map_err(|source| {
         KeyStoreError::Invalid {
             path: path.to_path_buf(),

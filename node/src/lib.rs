@@ -4,6 +4,7 @@
 //! This crate is the only one that may depend on every other Omega crate.
 
 pub mod api;
+pub mod bounded;
 pub mod cli;
 pub mod daemon;
 pub mod frontier;

@@ -181,6 +181,11 @@ fn simulate_chapter_examples_run() {
 }
 
 #[test]
+fn security_chapter_examples_run() {
+    assert!(run_page("security.md") >= 1);
+}
+
+#[test]
 fn every_verb_has_a_tested_example() {
     let page = std::fs::read_to_string(repo_root().join("docs/src/cli.md")).unwrap();
     let commands: Vec<String> = parse(&page).into_iter().map(|e| e.command).collect();

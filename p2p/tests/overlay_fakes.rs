@@ -41,7 +41,11 @@ const STATUS: &str = r#"{
 /// A fake tailscaled: answers `GET /localapi/v0/status` only when the request
 /// carries the headers the real LocalAPI requires, like tailscaled does.
 async fn fake_tailscaled(listener: UnixListener) {
-    http::serve(listener, 4, |req: http::Request| async move {
+    let config = http::ServerConfig {
+        max_connections: 4,
+        ..http::ServerConfig::default()
+    };
+    http::serve(listener, config, |req: http::Request| async move {
         let (status, body) = if req.header("sec-tailscale") != Some("localapi") {
             (403, r#"{"error":"localapi: missing Sec-Tailscale header"}"#)
         } else if req.method == "GET" && req.path == "/localapi/v0/status" {
@@ -49,7 +53,7 @@ async fn fake_tailscaled(listener: UnixListener) {
         } else {
             (404, r#"{"error":"not found"}"#)
         };
-        (status, body.as_bytes().to_vec())
+        http::Reply::json(status, body.as_bytes().to_vec())
     })
     .await;
 }

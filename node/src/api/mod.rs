@@ -18,7 +18,14 @@
 //! | `POST /v0/dlq/ID/replay`, `POST /v0/dlq/ID/drop` | [`DlqResponse`] (empty) once durable |
 //!
 //! Errors are [`ErrorResponse`] with status 400 (bad request), 404
-//! (unknown brane or route), 413 (body too large) or 503 (node stopping).
+//! (unknown brane or route), 405 (a route asked with another method; the
+//! `Allow` header names the one it takes), 408 (the body did not arrive in
+//! time), 413 (body larger than [`http::MAX_BODY`], 4 MiB) or 503 (node
+//! stopping).
+//!
+//! The server's limits are [`http::ServerConfig`]'s defaults: 32
+//! connections, of which the one waiting longest for its request head is
+//! closed when a new one needs the room, 5 s for the head, 5 s for the body.
 
 pub mod types;
 
@@ -40,8 +47,6 @@ pub use self::types::*;
 
 /// The socket's file name in the data directory.
 pub const SOCKET: &str = "api.sock";
-/// Most API connections served at once; further ones wait in the kernel backlog.
-pub const MAX_CONNECTIONS: usize = 16;
 
 /// The API socket of a data directory.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -66,26 +71,27 @@ pub struct Api {
     pub shared: Arc<Shared>,
 }
 
-/// Serves the API until the listener fails.
+/// Serves the API for as long as the task runs, within
+/// [`http::ServerConfig::default`]'s limits.
 pub async fn serve(listener: UnixListener, api: Api) {
-    http::serve(listener, MAX_CONNECTIONS, move |req| {
+    http::serve(listener, http::ServerConfig::default(), move |req| {
         let api = api.clone();
         async move { route(&api, &req).await }
     })
     .await;
 }
 
-type Answer = (u16, Vec<u8>);
+type Answer = http::Reply;
 
 fn ok<T: Serialize>(body: &T) -> Answer {
-    (200, serde_json::to_vec(body).unwrap_or_default())
+    http::Reply::json(200, serde_json::to_vec(body).unwrap_or_default())
 }
 
 fn fail(status: u16, error: impl Into<String>) -> Answer {
     let body = ErrorResponse {
         error: error.into(),
     };
-    (status, serde_json::to_vec(&body).unwrap_or_default())
+    http::Reply::json(status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
 fn stopping() -> Answer {
@@ -96,12 +102,75 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Answer> {
     serde_json::from_slice(body).map_err(|e| fail(400, format!("malformed request: {e}")))
 }
 
+/// A route of the API, parsed from the path alone (the method is checked
+/// against [`Route::method`] in one place).
+#[derive(Debug)]
+enum Route<'a> {
+    Status,
+    Peers,
+    Tick,
+    Records,
+    Ps,
+    Describe(&'a str),
+    Emit,
+    Events,
+    Tail(&'a str),
+    Dlq(Option<&'a str>),
+    DlqAct(&'a str, &'a str),
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Option<Self> {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        if let Some(which) = path.strip_prefix("/v0/describe/") {
+            return (!which.is_empty()).then_some(Self::Describe(which));
+        }
+        let parts: Vec<&str> = path.split('/').skip(1).collect();
+        Some(match parts.as_slice() {
+            ["v0", "status"] => Self::Status,
+            ["v0", "peers"] => Self::Peers,
+            ["v0", "tick"] => Self::Tick,
+            ["v0", "records"] => Self::Records,
+            ["v0", "ps"] => Self::Ps,
+            ["v0", "emit"] => Self::Emit,
+            ["v0", "events"] => Self::Events,
+            ["v0", "tail"] => Self::Tail(query),
+            ["v0", "dlq"] => Self::Dlq(None),
+            ["v0", "dlq", id] if !id.is_empty() => Self::Dlq(Some(id)),
+            ["v0", "dlq", id, act @ ("replay" | "drop")] => Self::DlqAct(id, act),
+            _ => return None,
+        })
+    }
+
+    /// The one method the route answers (its `Allow` header otherwise).
+    fn method(&self) -> &'static str {
+        match self {
+            Self::Records | Self::Emit | Self::DlqAct(..) => "POST",
+            _ => "GET",
+        }
+    }
+}
+
 async fn route(api: &Api, req: &http::Request) -> Answer {
+    let Some(route) = Route::parse(&req.path) else {
+        return fail(404, format!("no route {}", req.path));
+    };
+    if req.method != route.method() {
+        let mut a = fail(
+            405,
+            format!(
+                "{} takes {}, not {}",
+                req.path.split('?').next().unwrap_or_default(),
+                route.method(),
+                req.method
+            ),
+        );
+        a.headers.push(("allow", route.method().into()));
+        return a;
+    }
     let node = &api.node;
-    if let Some(which) = req.path.strip_prefix("/v0/describe/")
-        && req.method == "GET"
-    {
-        return match node.view().await {
+    match route {
+        Route::Describe(which) => match node.view().await {
             Some(v) => match view::describe(&v, which) {
                 Some(mut d) => {
                     note_frontier_here(api, &v, &mut d);
@@ -110,18 +179,11 @@ async fn route(api: &Api, req: &http::Request) -> Answer {
                 None => fail(404, format!("no brane {which:?} in any applied manifest")),
             },
             None => stopping(),
-        };
-    }
-    if let Some(rest) = req.path.strip_prefix("/v0/dlq") {
-        return dlq(api, &req.method, rest).await;
-    }
-    if let Some(query) = req.path.strip_prefix("/v0/tail")
-        && req.method == "GET"
-    {
-        return tail(api, query.strip_prefix('?').unwrap_or(query)).await;
-    }
-    match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/v0/tick") => match node.tick().await {
+        },
+        Route::Dlq(id) => dlq(api, id, None).await,
+        Route::DlqAct(id, act) => dlq(api, Some(id), Some(act)).await,
+        Route::Tail(query) => tail(api, query).await,
+        Route::Tick => match node.tick().await {
             Some(h) => ok(&TickResponse {
                 wall_ms: h.wall_ms,
                 counter: h.counter,
@@ -129,7 +191,7 @@ async fn route(api: &Api, req: &http::Request) -> Answer {
             }),
             None => stopping(),
         },
-        ("POST", "/v0/records") => {
+        Route::Records => {
             let w: WriteRequest = match parse(&req.body) {
                 Ok(w) => w,
                 Err(a) => return a,
@@ -144,7 +206,7 @@ async fn route(api: &Api, req: &http::Request) -> Answer {
                 None => stopping(),
             }
         }
-        ("GET", "/v0/ps") => match node.view().await {
+        Route::Ps => match node.view().await {
             Some(v) => {
                 let mut ps = view::ps(&v);
                 ps.events = node.events().await;
@@ -152,26 +214,25 @@ async fn route(api: &Api, req: &http::Request) -> Answer {
             }
             None => stopping(),
         },
-        ("POST", "/v0/emit") => match parse::<EmitRequest>(&req.body) {
+        Route::Emit => match parse::<EmitRequest>(&req.body) {
             Ok(e) => emit(api, e).await,
             Err(a) => a,
         },
-        ("GET", "/v0/events") => match node.events().await {
+        Route::Events => match node.events().await {
             Some(r) => ok(&r),
             None => stopping(),
         },
-        ("GET", "/v0/status") => match node.status().await {
+        Route::Status => match node.status().await {
             Some(status) => ok(&StatusResponse {
                 status,
                 frontier: api.shared.frontier.clone(),
             }),
             None => stopping(),
         },
-        ("GET", "/v0/peers") => match node.peers().await {
+        Route::Peers => match node.peers().await {
             Some(p) => ok(&p),
             None => stopping(),
         },
-        _ => fail(404, format!("no route {} {}", req.method, req.path)),
     }
 }
 
@@ -301,26 +362,18 @@ async fn tail(api: &Api, query: &str) -> Answer {
     }
 }
 
-/// `GET /v0/dlq[/ID]`, `POST /v0/dlq/ID/replay|drop`.
-async fn dlq(api: &Api, method: &str, rest: &str) -> Answer {
+/// `GET /v0/dlq[/ID]`, `POST /v0/dlq/ID/replay|drop` (the method is
+/// checked by [`route`]).
+async fn dlq(api: &Api, id: Option<&str>, act: Option<&str>) -> Answer {
     use omega_gossip::events::{DlqCommand, DlqError, EventId};
-    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-    let id = |s: &str| s.parse::<EventId>().map_err(|e| fail(400, e.to_string()));
-    let command = match (method, parts.as_slice()) {
-        ("GET", []) => DlqCommand::List,
-        ("GET", [i]) => match id(i) {
-            Ok(i) => DlqCommand::Show(i),
-            Err(a) => return a,
+    let command = match id.map(str::parse::<EventId>) {
+        None => DlqCommand::List,
+        Some(Err(e)) => return fail(400, e.to_string()),
+        Some(Ok(i)) => match act {
+            None => DlqCommand::Show(i),
+            Some("replay") => DlqCommand::Replay(i),
+            Some(_) => DlqCommand::Drop(i),
         },
-        ("POST", [i, "replay"]) => match id(i) {
-            Ok(i) => DlqCommand::Replay(i),
-            Err(a) => return a,
-        },
-        ("POST", [i, "drop"]) => match id(i) {
-            Ok(i) => DlqCommand::Drop(i),
-            Err(a) => return a,
-        },
-        _ => return fail(404, format!("no route {method} /v0/dlq{rest}")),
     };
     match api.node.dlq(command).await {
         Some(Ok(letters)) => ok(&DlqResponse { letters }),

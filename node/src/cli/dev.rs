@@ -331,10 +331,7 @@ impl Frontier {
 
 /// Run `omega dev`.
 pub(super) fn run(args: &DevArgs, out: &Output) -> Result<ExitCode, CliError> {
-    let source = std::fs::read_to_string(&args.manifest).map_err(|source| CliError::Io {
-        path: args.manifest.display().to_string(),
-        source,
-    })?;
+    let source = crate::bounded::read_to_string(&args.manifest, crate::bounded::MANIFEST)?;
     let name = args.manifest.display().to_string();
     let format = Format::from_path(&args.manifest).unwrap_or(Format::Toml);
     let plan =

@@ -129,10 +129,7 @@ fn default_name(file: &Path) -> String {
 
 /// `omega apply FILE`.
 pub(super) fn apply(a: &ApplyArgs, key_path: &Path, out: &Output) -> Result<ExitCode, CliError> {
-    let source = std::fs::read_to_string(&a.file).map_err(|source| CliError::Io {
-        path: a.file.display().to_string(),
-        source,
-    })?;
+    let source = crate::bounded::read_to_string(&a.file, crate::bounded::MANIFEST)?;
     let format = Format::from_path(&a.file).unwrap_or(Format::Toml);
     let plan = omega_zgraph::load(&source, &a.file.display().to_string(), format)
         .map_err(|d| CliError::plain(format!("{d}")))?;

@@ -116,22 +116,19 @@ fn client_err(e: ClientError) -> CliError {
     }
 }
 
+/// `-` (standard input), `@FILE`, or the text itself; files and stdin at
+/// most [`crate::bounded::PAYLOAD`].
 fn payload(p: &str) -> Result<Vec<u8>, CliError> {
-    if p == "-" {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|source| {
-            CliError::Io {
-                path: "stdin".into(),
-                source,
-            }
-        })?;
-        return Ok(b);
-    }
-    match p.strip_prefix('@') {
-        Some(path) => std::fs::read(path).map_err(|source| CliError::Io {
-            path: path.into(),
-            source,
-        }),
+    let file = if p == "-" {
+        Some(p)
+    } else {
+        p.strip_prefix('@')
+    };
+    match file {
+        Some(path) => Ok(crate::bounded::read(
+            std::path::Path::new(path),
+            crate::bounded::PAYLOAD,
+        )?),
         None => Ok(p.as_bytes().to_vec()),
     }
 }

@@ -49,8 +49,14 @@ impl DataDir {
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Store a component and point `--name NAME:TAG` at it (signed by your key).
+    ///
+    /// A component is at most 256 MiB (`MAX_IMAGE_BYTES`), the most any
+    /// member's store keeps and fetches, so the cap is not a flag: an image
+    /// one node took beyond it would be one no other node could run. With a
+    /// node on the data directory the tag is kept only once the mesh accepted
+    /// the name.
     Push {
-        /// The component file.
+        /// The component file (at most 256 MiB).
         file: PathBuf,
         /// The name and tag, e.g. `ingest:1.0`.
         #[arg(long)]
@@ -92,9 +98,10 @@ pub(super) fn run(cmd: &ImageCommand, key_path: &Path, out: &Output) -> Result<E
                     "push a WASI 0.2 component (cargo build --target wasm32-wasip2)",
                 )
             })?;
-            let record = store.tag(&reference, &hash, &key).map_err(rt_err)?;
             // With a node running on this data directory, the name goes into
             // the mesh's desired state and members fetch the bytes from here.
+            // The local tag follows only once the mesh took the name: a push
+            // refused (no authority, say) leaves no tag behind.
             let dir = data.path();
             let replicated = crate::api::socket_path(&dir).exists();
             if replicated {
@@ -103,6 +110,7 @@ pub(super) fn run(cmd: &ImageCommand, key_path: &Path, out: &Output) -> Result<E
                     omega_gossip::desired::DesiredRecord::image(&r, &h, hlc, auth)
                 })?;
             }
+            let record = store.tag(&reference, &hash, &key).map_err(rt_err)?;
             out.print(
                 format!(
                     "{reference} -> {hash} ({} bytes){}",

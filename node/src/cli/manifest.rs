@@ -103,17 +103,7 @@ fn read_source(path: &Path, syntax: Option<Syntax>) -> Result<(Vec<u8>, Format),
             )
         })?,
     };
-    let limit = u64::try_from(bounds::MAX_MANIFEST_BYTES + 1).unwrap_or(u64::MAX);
-    let mut source = Vec::new();
-    let read = if path == Path::new("-") {
-        std::io::stdin().lock().take(limit).read_to_end(&mut source)
-    } else {
-        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut source))
-    };
-    read.map_err(|source| CliError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let source = crate::bounded::read_up_to(path, crate::bounded::MANIFEST)?;
     Ok((source, format))
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::dispatch::{Signing, sign_and_write};
 use super::mesh::{MeshDir, mesh_dir, root_key_path};
 use super::{CliError, Output};
-use crate::daemon::RunArgs;
+use crate::daemon::{DaemonError, RunArgs};
 
 /// `omega node`.
 #[derive(Debug, Args)]
@@ -51,11 +51,13 @@ pub(super) fn run(args: &NodeArgs, out: &Output) -> Result<ExitCode, CliError> {
     match &args.command {
         Some(NodeCommand::Revoke(r)) => revoke(r, out),
         None => {
-            crate::daemon::run(&args.run).map_err(|e| {
-                CliError::invalid(
+            crate::daemon::run(&args.run).map_err(|e| match e {
+                // Says itself what to do (`--rebuild-state`, or stop the other node).
+                DaemonError::State(e) => CliError::plain(e.to_string()),
+                e => CliError::invalid(
                     e.to_string(),
                     "omega node --data-dir DIR --join TOKEN --listen MULTIADDR …",
-                )
+                ),
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -96,6 +96,9 @@ pub enum CliError {
     /// The key store failed.
     #[error(transparent)]
     Key(#[from] crate::keystore::KeyStoreError),
+    /// A file or standard input could not be read within its limit.
+    #[error(transparent)]
+    Read(#[from] crate::bounded::ReadError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -135,7 +138,8 @@ impl CliError {
         let kind = match self {
             Self::Invalid { .. } => "invalid",
             Self::Key(_) => "key",
-            Self::Io { .. } => "io",
+            Self::Io { .. } | Self::Read(crate::bounded::ReadError::Io { .. }) => "io",
+            Self::Read(_) => "too_large",
         };
         json!({ "kind": kind, "message": self.to_string(), "help": self.help() })
     }

@@ -65,12 +65,9 @@ pub(crate) fn parse_dir(s: &str) -> Result<DirGrant, CliError> {
     })
 }
 
-/// Read a component file.
+/// Read a component file (at most [`crate::bounded::COMPONENT`]).
 pub(crate) fn read_wasm(path: &Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|source| CliError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    Ok(crate::bounded::read(path, crate::bounded::COMPONENT)?)
 }
 
 /// Brane logs as `[brane] LEVEL message` on stderr.

@@ -588,16 +588,8 @@ fn emit_token<T: omega_identity::ucan::Payload>(
 
 /// The raw bytes of a token argument: `-` (stdin), a file, or base64 text.
 fn token_bytes(arg: &str) -> Result<Vec<u8>, CliError> {
-    let io = |source| CliError::Io {
-        path: arg.to_string(),
-        source,
-    };
-    let raw = if arg == "-" {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(io)?;
-        buf
-    } else if Path::new(arg).is_file() {
-        std::fs::read(arg).map_err(io)?
+    let raw = if arg == "-" || Path::new(arg).is_file() {
+        crate::bounded::read(Path::new(arg), crate::bounded::TOKEN)?
     } else {
         arg.as_bytes().to_vec()
     };

@@ -8,6 +8,7 @@
 //! | `node.key` | the node key (mode 0600); the same identity across restarts |
 //! | `join.token` | the join token last given with `--join` (mode 0600) |
 //! | `state.redb` | the desired-state document (snapshot and update log; see [`store`]) |
+//! | `state.redb.damaged-UNIXMS` | a damaged store that `--rebuild-state` moved aside |
 //! | `images/` | the content-addressed image store (served to members by content id) |
 //! | `cache/` | precompiled images |
 //! | `api.sock` | the local API (mode 0600) |
@@ -129,6 +130,13 @@ pub struct RunArgs {
     /// emit, so a slow consumer slows its producers.
     #[arg(long, value_name = "N", default_value_t = 16_384)]
     pub event_outbox: usize,
+    /// Move a damaged `state.redb` aside (to `state.redb.damaged-UNIXMS`)
+    /// and start with an empty store: the desired state (manifests, images,
+    /// revocations) re-syncs from the mesh's peers, `node.key` and
+    /// `join.token` are kept. Events in this node's outbox and dead-letter
+    /// queue that had not been delivered are lost with the old file.
+    #[arg(long)]
+    pub rebuild_state: bool,
 }
 
 /// `always`, or a sync interval (`100`, `100ms`, `1s`).
@@ -161,9 +169,15 @@ pub enum DaemonError {
         /// What went wrong.
         message: String,
     },
+    /// A file given to the node could not be read within its limit.
+    #[error(transparent)]
+    Read(#[from] crate::bounded::ReadError),
     /// A flag is wrong.
     #[error("{0}")]
     Usage(String),
+    /// The state store is damaged or cannot be used.
+    #[error(transparent)]
+    State(#[from] store::StateError),
     /// The node failed to start.
     #[error(transparent)]
     Node(#[from] omega_p2p::NodeError),
@@ -208,9 +222,10 @@ fn join_token(args: &RunArgs, data_dir: &Path) -> Result<Option<JoinToken>, Daem
             write_private(&path, t)?;
             t.clone()
         }
-        None => match std::fs::read_to_string(&path) {
+        None => match crate::bounded::read_to_string(&path, crate::bounded::JOIN_TOKEN) {
             Ok(t) => t,
-            Err(_) => return Ok(None),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
         },
     };
     JoinToken::decode(&text)
@@ -400,17 +415,15 @@ pub fn run_with(
     let metrics_addr = args.metrics;
     let (frontier_backend, frontier_report) =
         frontier(&args.frontier_backend, substrate, &data_dir);
-    let db =
-        store::StateDb::open(&data_dir).map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
-    let restarts = db
-        .count_restart()
-        .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
-    let stored = db
-        .load()
-        .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
-    let stored_events = db
-        .load_events()
-        .map_err(|e| file_err(&data_dir.join(store::FILE), e))?;
+    if args.rebuild_state {
+        rebuild_state(&data_dir)?;
+    }
+    let store::Loaded {
+        db,
+        restarts,
+        desired: stored,
+        events: stored_events,
+    } = store::Loaded::open(&data_dir)?;
     let images = data_dir.join("images");
     let _ = std::fs::create_dir_all(images.join("blobs"));
     let mut node = omega_gossip::node::Config::default();
@@ -499,6 +512,27 @@ pub fn run_with(
         let _ = std::fs::remove_file(crate::api::socket_path(&data_dir));
         Ok(())
     })
+}
+
+/// `--rebuild-state`: refused while a node answers on this data directory
+/// (it holds the file), else [`store::rebuild`].
+fn rebuild_state(data_dir: &Path) -> Result<(), DaemonError> {
+    let socket = crate::api::socket_path(data_dir);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(DaemonError::Usage(format!(
+            "--rebuild-state: a node is running on {} (its API answers at {}); stop it first",
+            data_dir.display(),
+            socket.display()
+        )));
+    }
+    match store::rebuild(data_dir)? {
+        Some(aside) => warn!(
+            "--rebuild-state: moved the old state to {}; starting empty, re-syncing from peers",
+            aside.display()
+        ),
+        None => info!("--rebuild-state: no state to move aside; starting empty"),
+    }
+    Ok(())
 }
 
 /// Why a task that should run for the node's life ended.

@@ -18,7 +18,16 @@
 //! update is announced or the writer is answered; compaction replaces the
 //! snapshot and the log in one transaction. On start the daemon loads the
 //! snapshot and the log and the driver verifies every record again.
+//!
+//! A damaged file (pages overwritten, truncated, not a redb file at all) is
+//! an error, never a panic: the open checks the checksum of every page of
+//! the committed trees ([`Loaded::open`]), and a panic inside redb while the
+//! node reads its state is caught and reported as damage
+//! ([`StateError::Damaged`]). The way back is [`rebuild`]
+//! (`omega node --rebuild-state`): the damaged file is moved aside and the
+//! node starts empty and re-syncs the desired state from its peers.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use omega_gossip::events::{EventId, EventOps, StoredEvents};
@@ -52,38 +61,184 @@ fn err(e: impl std::fmt::Display) -> String {
     format!("{}: {e}", FILE)
 }
 
-impl StateDb {
-    /// Opens (creating) `DATA_DIR/state.redb`.
-    pub fn open(data_dir: &Path) -> Result<Self, String> {
-        let db = Database::create(data_dir.join(FILE)).map_err(err)?;
-        let txn = db.begin_write().map_err(err)?;
-        let next = {
-            let t = txn.open_table(DESIRED).map_err(err)?;
-            let last = t.last().map_err(err)?.map(|(k, _)| k.value());
-            last.map_or(1, |k| k + 1)
+/// Why the state store could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The file is damaged: pages overwritten, truncated, or not a redb
+    /// file. [`rebuild`] moves it aside.
+    #[error(
+        "{} is damaged ({reason}); to recover, start with `omega node --data-dir {} --rebuild-state`: \
+         it moves the file aside, keeps node.key and re-syncs the desired state from the mesh's peers",
+        path.display(),
+        path.parent().map_or_else(|| ".".into(), |d| d.display().to_string())
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What redb found.
+        reason: String,
+    },
+    /// The file is fine as far as we know but cannot be used now (an I/O
+    /// error, or another process has it open).
+    #[error("{}: {reason}", path.display())]
+    Unavailable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl StateError {
+    fn of(path: &Path, e: impl Into<redb::Error>) -> Self {
+        use std::io::ErrorKind;
+        let e: redb::Error = e.into();
+        let path = path.to_path_buf();
+        match e {
+            redb::Error::DatabaseAlreadyOpen => Self::Unavailable {
+                path,
+                reason:
+                    "in use by another process (is a node already running on this data directory?)"
+                        .into(),
+            },
+            redb::Error::Io(io)
+                if !matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof) =>
+            {
+                Self::Unavailable {
+                    path,
+                    reason: io.to_string(),
+                }
+            }
+            e => Self::Damaged {
+                path,
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// The store as the daemon starts from it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The open database.
+    pub db: StateDb,
+    /// How many starts came before this one.
+    pub restarts: u64,
+    /// The snapshot and the log, in order.
+    pub desired: Vec<Vec<u8>>,
+    /// The outbox and the processed window.
+    pub events: StoredEvents,
+}
+
+impl Loaded {
+    /// Opens (creating) `DATA_DIR/state.redb` with every committed page's
+    /// checksum verified, counts this start and reads all the node starts
+    /// from. Damage is [`StateError::Damaged`]; a panic inside redb on a
+    /// damaged page is caught and reported as such.
+    pub fn open(data_dir: &Path) -> Result<Self, StateError> {
+        let path = data_dir.join(FILE);
+        let read = || -> Result<Self, StateError> {
+            let db = StateDb::open_checked(&path)?;
+            let restarts = db
+                .restarts_counted()
+                .map_err(|e| StateError::of(&path, e))?;
+            let desired = db.load_desired().map_err(|e| StateError::of(&path, e))?;
+            let events = db.load_stored().map_err(|e| StateError::of(&path, e))?;
+            Ok(Self {
+                db,
+                restarts,
+                desired,
+                events,
+            })
         };
-        txn.open_table(META).map_err(err)?;
-        txn.open_table(OUTBOX).map_err(err)?;
-        txn.open_table(PROCESSED).map_err(err)?;
-        txn.commit().map_err(err)?;
+        std::panic::catch_unwind(AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "redb panicked reading it".into());
+            Err(StateError::Damaged { path, reason })
+        })
+    }
+}
+
+/// `omega node --rebuild-state`: moves `DATA_DIR/state.redb` (if any) aside
+/// to `state.redb.damaged-UNIXMS` and creates an empty store whose restart
+/// counter starts at a random value, so that the yrs client ids of the
+/// rebuilt node never repeat one it wrote under before (the mesh still
+/// holds those updates). Returns where the old file went.
+pub fn rebuild(data_dir: &Path) -> Result<Option<PathBuf>, StateError> {
+    let path = data_dir.join(FILE);
+    let unavailable = |reason: String| StateError::Unavailable {
+        path: path.clone(),
+        reason,
+    };
+    let moved = if path.exists() {
+        let aside = data_dir.join(format!("{FILE}.damaged-{}", crate::unix_now().0));
+        std::fs::rename(&path, &aside)
+            .map_err(|e| unavailable(format!("moving it to {}: {e}", aside.display())))?;
+        Some(aside)
+    } else {
+        None
+    };
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).map_err(|e| unavailable(format!("no randomness: {e}")))?;
+    let start = u64::from_le_bytes(seed) >> 1;
+    let db = StateDb::open_checked(&path)?;
+    let seed_restarts = || -> Result<(), redb::Error> {
+        let txn = db.db.begin_write()?;
+        txn.open_table(META)?.insert("restarts", start)?;
+        txn.commit()?;
+        Ok(())
+    };
+    seed_restarts().map_err(|e| StateError::of(&path, e))?;
+    Ok(moved)
+}
+
+impl StateDb {
+    fn open_checked(path: &Path) -> Result<Self, StateError> {
+        let fail = |e: redb::Error| StateError::of(path, e);
+        // redb would take an empty file for a new database: the restart
+        // count would start over and the node reuse its yrs client ids.
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            return Err(StateError::Damaged {
+                path: path.to_path_buf(),
+                reason: "the file is empty".into(),
+            });
+        }
+        let db = redb::Builder::new()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| fail(e.into()))?;
+        let next = Self::create_tables(&db).map_err(fail)?;
         Ok(Self { db, next })
     }
 
-    /// The event store: every outbox row and the processed window.
-    pub fn load_events(&self) -> Result<StoredEvents, String> {
-        let txn = self.db.begin_read().map_err(err)?;
+    /// Creates the tables (a new file) and returns the next log key.
+    fn create_tables(db: &Database) -> Result<u64, redb::Error> {
+        let txn = db.begin_write()?;
+        let next = {
+            let t = txn.open_table(DESIRED)?;
+            let last = t.last()?.map(|(k, _)| k.value());
+            last.map_or(1, |k| k + 1)
+        };
+        txn.open_table(META)?;
+        txn.open_table(OUTBOX)?;
+        txn.open_table(PROCESSED)?;
+        txn.commit()?;
+        Ok(next)
+    }
+
+    fn load_stored(&self) -> Result<StoredEvents, redb::Error> {
+        let txn = self.db.begin_read()?;
         let mut out = StoredEvents::default();
-        for entry in txn.open_table(OUTBOX).map_err(err)?.iter().map_err(err)? {
-            let (k, v) = entry.map_err(err)?;
+        for entry in txn.open_table(OUTBOX)?.iter()? {
+            let (k, v) = entry?;
             out.outbox.push((k.value(), v.value().to_vec()));
         }
-        for entry in txn
-            .open_table(PROCESSED)
-            .map_err(err)?
-            .iter()
-            .map_err(err)?
-        {
-            let (k, v) = entry.map_err(err)?;
+        for entry in txn.open_table(PROCESSED)?.iter()? {
+            let (k, v) = entry?;
             if let Ok(id) = <[u8; 16]>::try_from(v.value()) {
                 out.processed.push((k.value(), EventId(id)));
             }
@@ -91,28 +246,24 @@ impl StateDb {
         Ok(out)
     }
 
-    /// The snapshot and the log, in order.
-    pub fn load(&self) -> Result<Vec<Vec<u8>>, String> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(DESIRED).map_err(err)?;
+    fn load_desired(&self) -> Result<Vec<Vec<u8>>, redb::Error> {
+        let txn = self.db.begin_read()?;
         let mut out = Vec::new();
-        for entry in t.iter().map_err(err)? {
-            let (_, v) = entry.map_err(err)?;
-            out.push(v.value().to_vec());
+        for entry in txn.open_table(DESIRED)?.iter()? {
+            out.push(entry?.1.value().to_vec());
         }
         Ok(out)
     }
 
-    /// Counts this start; returns how many starts came before.
-    pub fn count_restart(&self) -> Result<u64, String> {
-        let txn = self.db.begin_write().map_err(err)?;
+    fn restarts_counted(&self) -> Result<u64, redb::Error> {
+        let txn = self.db.begin_write()?;
         let n = {
-            let mut t = txn.open_table(META).map_err(err)?;
-            let n = t.get("restarts").map_err(err)?.map_or(0, |v| v.value());
-            t.insert("restarts", n + 1).map_err(err)?;
+            let mut t = txn.open_table(META)?;
+            let n = t.get("restarts")?.map_or(0, |v| v.value());
+            t.insert("restarts", n.wrapping_add(1))?;
             n
         };
-        txn.commit().map_err(err)?;
+        txn.commit()?;
         Ok(n)
     }
 }
@@ -214,18 +365,126 @@ mod tests {
     fn log_and_snapshot_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut db = StateDb::open(dir.path()).unwrap();
-            assert_eq!(db.count_restart().unwrap(), 0);
-            db.append(b"a").unwrap();
-            db.append(b"b").unwrap();
+            let mut l = Loaded::open(dir.path()).unwrap();
+            assert_eq!(l.restarts, 0);
+            l.db.append(b"a").unwrap();
+            l.db.append(b"b").unwrap();
         }
-        let mut db = StateDb::open(dir.path()).unwrap();
-        assert_eq!(db.count_restart().unwrap(), 1);
-        assert_eq!(db.load().unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
-        db.compact(b"ab").unwrap();
-        db.append(b"c").unwrap();
-        drop(db);
-        let db = StateDb::open(dir.path()).unwrap();
-        assert_eq!(db.load().unwrap(), vec![b"ab".to_vec(), b"c".to_vec()]);
+        let mut l = Loaded::open(dir.path()).unwrap();
+        assert_eq!(l.restarts, 1);
+        assert_eq!(l.desired, vec![b"a".to_vec(), b"b".to_vec()]);
+        l.db.compact(b"ab").unwrap();
+        l.db.append(b"c").unwrap();
+        drop(l);
+        let l = Loaded::open(dir.path()).unwrap();
+        assert_eq!(l.desired, vec![b"ab".to_vec(), b"c".to_vec()]);
+    }
+
+    const PAGE: usize = 4096;
+
+    /// A store with a log of 200 updates and 100 outbox events, closed;
+    /// returns its bytes and what it holds.
+    fn filled(dir: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let mut l = Loaded::open(dir).unwrap();
+        let mut log = Vec::new();
+        for i in 0..200u32 {
+            let update = format!("update {i} ").repeat(40).into_bytes();
+            l.db.append(&update).unwrap();
+            log.push(update);
+        }
+        let put = (0..100u64).map(|s| (s, vec![s as u8; 300])).collect();
+        let ops = EventOps {
+            put,
+            ..EventOps::default()
+        };
+        l.db.events(&[ops], true).unwrap();
+        drop(l);
+        (std::fs::read(dir.join(FILE)).unwrap(), log)
+    }
+
+    /// Opening `bytes` as a store: what it holds, or the damage reported.
+    fn reopen(bytes: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), bytes).unwrap();
+        Loaded::open(dir.path()).map(|l| l.desired)
+    }
+
+    fn assert_damaged(r: Result<Vec<Vec<u8>>, StateError>, what: &str, log: &[Vec<u8>]) {
+        match r {
+            Err(e @ StateError::Damaged { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(FILE), "{what}: {text}");
+                assert!(text.contains("--rebuild-state"), "{what}: {text}");
+            }
+            // What passed the check holds exactly what was written.
+            Ok(desired) => assert!(
+                desired == log,
+                "{what}: opened with {} log entries other than the {} written",
+                desired.len(),
+                log.len()
+            ),
+            Err(e) => panic!("{what}: not reported as damage: {e}"),
+        }
+    }
+
+    #[test]
+    fn every_overwritten_page_is_damage_or_harmless_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let (good, log) = filled(dir.path());
+        let pages = good.len() / PAGE;
+        assert!(pages > 8, "{pages}");
+        let mut damaged = 0;
+        for page in 0..pages {
+            for fill in [0x00u8, 0x5a, 0xff] {
+                let mut bad = good.clone();
+                bad[page * PAGE..(page + 1) * PAGE].fill(fill);
+                let r = reopen(&bad);
+                damaged += usize::from(r.is_err());
+                assert_damaged(r, &format!("page {page} filled with {fill:#x}"), &log);
+            }
+        }
+        // The pages that hold the data are among them.
+        assert!(damaged > 0);
+    }
+
+    #[test]
+    fn a_truncated_store_is_damage_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let (good, log) = filled(dir.path());
+        for len in [
+            0,
+            1,
+            100,
+            PAGE,
+            good.len() / 3,
+            good.len() / 2,
+            good.len() - PAGE,
+            good.len() - 1,
+        ] {
+            let r = reopen(&good[..len]);
+            assert_damaged(r, &format!("truncated to {len} bytes"), &log);
+        }
+        let r = reopen(&good[..good.len() / 2]);
+        assert!(matches!(r, Err(StateError::Damaged { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn rebuild_moves_the_file_aside_and_never_reuses_a_restart_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (good, _) = filled(dir.path());
+        let path = dir.path().join(FILE);
+        std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+        assert!(Loaded::open(dir.path()).is_err());
+        let aside = rebuild(dir.path()).unwrap().unwrap();
+        assert_eq!(std::fs::read(&aside).unwrap(), &good[..good.len() / 2]);
+        let l = Loaded::open(dir.path()).unwrap();
+        assert!(l.desired.is_empty() && l.events.outbox.is_empty());
+        // Not 0..: the counts the old file had handed out.
+        assert!(l.restarts > 1 << 20, "{}", l.restarts);
+        drop(l);
+        // A directory without a store rebuilds to an empty one too.
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(rebuild(fresh.path()).unwrap().is_none());
+        assert!(Loaded::open(fresh.path()).unwrap().desired.is_empty());
     }
 }
