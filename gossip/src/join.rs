@@ -601,13 +601,23 @@ mod tests {
             let _ = adm.admit(&id, &nonce_again, NOW, &none());
             verdicts.push(first.map(|_| ()));
         }
-        assert_eq!(verdicts[..3], [Ok(()), Ok(()), Ok(())], "a key again is no new key");
+        assert_eq!(
+            verdicts[..3],
+            [Ok(()), Ok(()), Ok(())],
+            "a key again is no new key"
+        );
         assert!(
             matches!(&verdicts[3], Err(JoinError::InviteExhausted { max: 2, .. })),
             "{:?}",
             verdicts[3]
         );
-        assert!(verdicts[3].as_ref().unwrap_err().to_string().contains("max_nodes_per_invite"));
+        assert!(
+            verdicts[3]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("max_nodes_per_invite")
+        );
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub(crate) enum Spend {
     Joins,
     /// Anti-entropy replies with content sent to it (count).
     StateAnswers,
+    /// Membership messages it sends (count).
+    Swim,
 }
 
 /// The limits of the per-peer guard: strikes, bans and rates.
@@ -122,6 +124,11 @@ pub struct GuardConfig {
     /// budget this bounds what one peer gets over `t` seconds to
     /// `min(state_bytes.burst + state_bytes.per_sec·t, (4 + 2t)·document)`.
     pub state_answers: Rate,
+    /// Membership (SWIM) messages handled per peer. An honest member sends
+    /// a few per protocol period (pings, acks, indirect probes, joins and
+    /// syncs). Default 100/s, burst 200; beyond it dropped unread (SWIM
+    /// tolerates loss).
+    pub swim: Rate,
     /// Refusals past any of a peer's rates that cost it one strike (a
     /// flood: `max_strikes` × this many ban it). Counted only for what a
     /// peer sent itself: its requests and gossip it authored (a relayed
@@ -165,6 +172,10 @@ impl Default for GuardConfig {
                 per_sec: 2,
                 burst: 4,
             },
+            swim: Rate {
+                per_sec: 100,
+                burst: 200,
+            },
             flood_strike: 1000,
         }
     }
@@ -180,6 +191,7 @@ impl GuardConfig {
             Spend::Statuses => self.statuses,
             Spend::Joins => self.joins,
             Spend::StateAnswers => self.state_answers,
+            Spend::Swim => self.swim,
         }
     }
 }

@@ -459,7 +459,8 @@ impl Node {
             Input::ConnectionDown { peer, conn } => self.on_connection_down(peer, conn),
             Input::DialFailed { peer } => self.peers.dial_failed(&peer),
             Input::Swim { from, bytes } => {
-                if self.gate(from, Protocol::Swim) {
+                if self.gate(from, Protocol::Swim) && self.spend(from, guard::Spend::Swim, 1, true)
+                {
                     self.membership
                         .handle_message(from, &bytes, self.now.mono.0);
                 }

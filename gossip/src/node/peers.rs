@@ -668,7 +668,10 @@ impl Node {
         self.stats.rate_limited += 1;
         if direct && self.guard.over_rate(peer, now) {
             let times = self.config.guard.flood_strike;
-            self.strike(peer, &format!("flood: past its {spend:?} rate {times} times"));
+            self.strike(
+                peer,
+                &format!("flood: past its {spend:?} rate {times} times"),
+            );
         }
         false
     }

@@ -480,7 +480,7 @@ impl Node {
                     id,
                     bytes: Vec::new(),
                 });
-                if self.gate(from, Protocol::Swim) {
+                if self.gate(from, Protocol::Swim) && self.spend(from, Spend::Swim, 1, true) {
                     self.membership
                         .handle_message(from, &bytes, self.now.mono.0);
                 }
