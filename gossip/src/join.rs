@@ -22,8 +22,13 @@
 //!
 //! An invite is a bearer secret until it expires: whoever holds the token can
 //! join (once per node key) within the substrate and name pattern it allows.
+//! Each member admits at most [`Admitter::with_max_nodes_per_invite`] node
+//! keys with one invite (default [`DEFAULT_MAX_NODES_PER_INVITE`]), so a
+//! holder cannot mint member after member from it; further keys are refused
+//! with [`JoinError::InviteExhausted`]. A key admitted before is admitted
+//! again (a restart) without counting twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -87,7 +92,20 @@ pub enum JoinError {
     /// A token could not be created.
     #[error("cannot create token: {0}")]
     Create(String),
+    /// The invite already admitted as many node keys as allowed here.
+    #[error(
+        "invite {invite} already admitted {max} nodes here (max_nodes_per_invite); ask the mesh root for a new invite"
+    )]
+    InviteExhausted {
+        /// The invite delegation's CID.
+        invite: String,
+        /// The limit.
+        max: usize,
+    },
 }
+
+/// The default of [`Admitter::with_max_nodes_per_invite`]: 4096.
+pub const DEFAULT_MAX_NODES_PER_INVITE: usize = 4096;
 
 impl From<ChainError> for JoinError {
     fn from(e: ChainError) -> Self {
@@ -343,6 +361,11 @@ pub struct Admitter {
     validator: Validator,
     policy: MeshPolicy,
     seen: ReplayGuard,
+    /// Node keys admitted per invite (its delegation's CID); at most
+    /// `max_replay` invites remembered (only the mesh root makes invites).
+    invites: BTreeMap<Cid, BTreeSet<NodeId>>,
+    max_invites: usize,
+    max_nodes_per_invite: usize,
 }
 
 impl Admitter {
@@ -354,7 +377,16 @@ impl Admitter {
             validator: Validator::new(ValidatorConfig::default()),
             policy: MeshPolicy::default(),
             seen: ReplayGuard::new(max_replay),
+            invites: BTreeMap::new(),
+            max_invites: max_replay.max(1),
+            max_nodes_per_invite: DEFAULT_MAX_NODES_PER_INVITE,
         }
+    }
+
+    /// Admits at most `max` distinct node keys per invite.
+    pub fn with_max_nodes_per_invite(mut self, max: usize) -> Self {
+        self.max_nodes_per_invite = max;
+        self
     }
 
     /// This mesh's root.
@@ -419,12 +451,34 @@ impl Admitter {
         }
         let substrate =
             Substrate::parse(&text("substrate")?).ok_or(JoinError::BadArgument("substrate"))?;
+        let name = text("name")?;
+        if let Some(invite) = valid.proofs.first() {
+            self.count_invite(*invite, *peer)?;
+        }
         Ok(Admitted {
             node: *peer,
-            name: text("name")?,
+            name,
             substrate,
             proofs: valid.proofs,
         })
+    }
+}
+
+impl Admitter {
+    /// Counts `peer` against `invite`, refusing a key past the limit.
+    fn count_invite(&mut self, invite: Cid, peer: NodeId) -> Result<(), JoinError> {
+        if !self.invites.contains_key(&invite) && self.invites.len() >= self.max_invites {
+            self.invites.pop_first();
+        }
+        let nodes = self.invites.entry(invite).or_default();
+        if !nodes.contains(&peer) && nodes.len() >= self.max_nodes_per_invite {
+            return Err(JoinError::InviteExhausted {
+                invite: invite.to_string(),
+                max: self.max_nodes_per_invite,
+            });
+        }
+        nodes.insert(peer);
+        Ok(())
     }
 }
 
@@ -542,6 +596,44 @@ mod tests {
             adm.admit(&id, &req, NOW, &revoked),
             Err(JoinError::NodeRevoked(_))
         ));
+    }
+
+    #[test]
+    fn one_invite_admits_a_bounded_number_of_keys() {
+        let (root, token, _) = setup();
+        let mut adm = Admitter::new(root.did(), 64).with_max_nodes_per_invite(2);
+        let mut verdicts = Vec::new();
+        for (round, seed) in [10u8, 11, 10, 12].into_iter().enumerate() {
+            let key = Keypair::from_seed([seed; 32]);
+            let nonce = |n: u8| vec![round as u8, n];
+            let req = token
+                .invoke(&key.did(), "nas-01", Substrate::Habitat, NOW, nonce(1))
+                .unwrap();
+            let nonce_again = token
+                .invoke(&key.did(), "nas-01", Substrate::Habitat, NOW, nonce(2))
+                .unwrap();
+            let id = NodeId::from(key.public());
+            let first = adm.admit(&id, &req, NOW, &none());
+            let _ = adm.admit(&id, &nonce_again, NOW, &none());
+            verdicts.push(first.map(|_| ()));
+        }
+        assert_eq!(
+            verdicts[..3],
+            [Ok(()), Ok(()), Ok(())],
+            "a key again is no new key"
+        );
+        assert!(
+            matches!(&verdicts[3], Err(JoinError::InviteExhausted { max: 2, .. })),
+            "{:?}",
+            verdicts[3]
+        );
+        assert!(
+            verdicts[3]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("max_nodes_per_invite")
+        );
     }
 
     #[test]

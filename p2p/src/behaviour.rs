@@ -147,6 +147,13 @@ fn rr(
 /// (an update per apply, a status every few seconds), so a delivery quota
 /// would punish honest peers, and gossipsub keeps scores of disconnected
 /// peers, so a restarted node would come back graylisted.
+///
+/// The rewards are off or small, so no peer can bank credit against P4:
+/// time in the mesh (P1) is off (with gossipsub's defaults it reaches +3600
+/// within seconds, and 3 invalid messages cost only -900, so a member in
+/// the mesh could never be graylisted), and first deliveries (P2) count at
+/// most +10 (any member can author statuses). One invalid message (-100)
+/// graylists a peer; it decays by 0.9 a second.
 fn score_params(
     topics: &[&gossipsub::IdentTopic],
 ) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
@@ -156,6 +163,9 @@ fn score_params(
             topic_weight: 1.0,
             invalid_message_deliveries_weight: -100.0,
             invalid_message_deliveries_decay: 0.9,
+            time_in_mesh_weight: 0.0,
+            first_message_deliveries_weight: 1.0,
+            first_message_deliveries_cap: 10.0,
             mesh_message_deliveries_weight: 0.0,
             mesh_failure_penalty_weight: 0.0,
             ..Default::default()

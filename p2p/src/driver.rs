@@ -573,6 +573,11 @@ impl Driver {
             .kbuckets()
             .map(|b| b.num_entries())
             .sum();
+        let gs = &self.swarm.behaviour().gossipsub;
+        let gossip_scores = gs
+            .all_peers()
+            .filter_map(|(p, _)| gs.peer_score(p).map(|s| (p.to_string(), s)))
+            .collect();
         let me = *self.swarm.local_peer_id();
         let mut node = self.node.report();
         node.listen = self
@@ -584,6 +589,7 @@ impl Driver {
             node,
             peer_id: me.to_string(),
             kad_peers,
+            gossip_scores,
         }
     }
 

@@ -24,6 +24,11 @@ pub struct StatusReport {
     pub peer_id: String,
     /// Peers in the Kademlia routing table (admitted members only).
     pub kad_peers: usize,
+    /// gossipsub's score of every peer it knows, by libp2p peer id: below
+    /// the graylist threshold (-80) its gossip is ignored, below the
+    /// publish threshold (-50) nothing is published to it.
+    #[serde(default)]
+    pub gossip_scores: std::collections::BTreeMap<String, f64>,
 }
 
 /// One member as `omega peers` shows it.

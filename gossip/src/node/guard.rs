@@ -1,6 +1,9 @@
 //! Per-peer defences that outlive a connection: strikes and bans with
 //! expiry, and token buckets for every rate a peer can make this node spend
 //! (updates it sends, bytes anti-entropy and image serving send back).
+//! A peer that keeps sending past a rate is struck: every
+//! [`GuardConfig::flood_strike`] refusals cost it one strike, so a flood
+//! ends in a ban instead of costing the node its checks for ever.
 //!
 //! One bounded table keyed by the transport-authenticated [`NodeId`]. An
 //! entry stays after its peer disconnects, so reconnecting neither clears a
@@ -71,6 +74,14 @@ pub(crate) enum Spend {
     ImageRequests,
     /// Bytes of image chunks sent to it.
     ImageBytes,
+    /// Status announcements it authored (count).
+    Statuses,
+    /// Join requests it sends (count).
+    Joins,
+    /// Anti-entropy replies with content sent to it (count).
+    StateAnswers,
+    /// Membership messages it sends (count).
+    Swim,
 }
 
 /// The limits of the per-peer guard: strikes, bans and rates.
@@ -97,6 +108,32 @@ pub struct GuardConfig {
     pub image_requests: Rate,
     /// Image bytes sent per peer. Default 16 MiB/s, burst 16 MiB.
     pub image_bytes: Rate,
+    /// Status announcements taken per author (a node announces on every
+    /// change of what it runs, and every `status_republish`). Default
+    /// 10/s, burst 50; beyond it they are ignored.
+    pub statuses: Rate,
+    /// Join requests answered per peer (one per connection, or a resend
+    /// after a lost answer). Default 2/s, burst 10; beyond it refused
+    /// unchecked.
+    pub joins: Rate,
+    /// Anti-entropy replies with content sent per peer. An honest member
+    /// asks once per `anti_entropy_interval`, and applies what it got so
+    /// its next state vector differs; a peer asking again and again for
+    /// everything would make this node send a whole document per request.
+    /// Default 2/s, burst 4; beyond it the reply is empty. With the byte
+    /// budget this bounds what one peer gets over `t` seconds to
+    /// `min(state_bytes.burst + state_bytes.per_sec·t, (4 + 2t)·document)`.
+    pub state_answers: Rate,
+    /// Membership (SWIM) messages handled per peer. An honest member sends
+    /// a few per protocol period (pings, acks, indirect probes, joins and
+    /// syncs). Default 100/s, burst 200; beyond it dropped unread (SWIM
+    /// tolerates loss).
+    pub swim: Rate,
+    /// Refusals past any of a peer's rates that cost it one strike (a
+    /// flood: `max_strikes` × this many ban it). Counted only for what a
+    /// peer sent itself: its requests and gossip it authored (a relayed
+    /// flood is the author's, not the relay's). Default 1000.
+    pub flood_strike: u32,
 }
 
 impl Default for GuardConfig {
@@ -123,6 +160,23 @@ impl Default for GuardConfig {
                 per_sec: 16 << 20,
                 burst: 16 << 20,
             },
+            statuses: Rate {
+                per_sec: 10,
+                burst: 50,
+            },
+            joins: Rate {
+                per_sec: 2,
+                burst: 10,
+            },
+            state_answers: Rate {
+                per_sec: 2,
+                burst: 4,
+            },
+            swim: Rate {
+                per_sec: 100,
+                burst: 200,
+            },
+            flood_strike: 1000,
         }
     }
 }
@@ -134,6 +188,10 @@ impl GuardConfig {
             Spend::StateBytes => self.state_bytes,
             Spend::ImageRequests => self.image_requests,
             Spend::ImageBytes => self.image_bytes,
+            Spend::Statuses => self.statuses,
+            Spend::Joins => self.joins,
+            Spend::StateAnswers => self.state_answers,
+            Spend::Swim => self.swim,
         }
     }
 }
@@ -144,6 +202,8 @@ struct Entry {
     bans: u32,
     banned_until: Option<Mono>,
     buckets: BTreeMap<Spend, Bucket>,
+    /// Refusals past a rate since the last flood strike.
+    over: u32,
     last_seen: Mono,
 }
 
@@ -183,6 +243,7 @@ impl Guard {
             bans: 0,
             banned_until: None,
             buckets: BTreeMap::new(),
+            over: 0,
             last_seen: now,
         });
         e.last_seen = e.last_seen.max(now);
@@ -279,6 +340,20 @@ impl Guard {
             .take(n, rate, now)
     }
 
+    /// Counts one refusal past a rate of `peer`'s; returns whether it
+    /// completes a flood (`flood_strike` of them: strike it).
+    pub(crate) fn over_rate(&mut self, peer: NodeId, now: Mono) -> bool {
+        let limit = self.config.flood_strike.max(1);
+        let e = self.entry(peer, now);
+        e.over = e.over.saturating_add(1);
+        if e.over >= limit {
+            e.over = 0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Peers remembered.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -342,6 +417,17 @@ mod tests {
             "another budget"
         );
         assert!(!g.allow(p, Spend::ImageBytes, 1, Mono(0)));
+    }
+
+    #[test]
+    fn a_flood_completes_every_flood_strike_refusals() {
+        let mut g = Guard::new(GuardConfig {
+            flood_strike: 3,
+            ..GuardConfig::default()
+        });
+        let p = id(5);
+        let floods: Vec<bool> = (0..7).map(|t| g.over_rate(p, Mono(t))).collect();
+        assert_eq!(floods, [false, false, true, false, false, true, false]);
     }
 
     #[test]

@@ -123,6 +123,11 @@ pub struct Limits {
     pub max_refusal_log: usize,
     /// Most join invocations remembered against replay. Default 4096.
     pub max_replay: usize,
+    /// Most distinct node keys this node admits with one invite (a holder
+    /// of an invite minting key after key). Default 4096
+    /// ([`crate::join::DEFAULT_MAX_NODES_PER_INVITE`]); further keys are
+    /// refused ([`crate::join::JoinError::InviteExhausted`]).
+    pub max_nodes_per_invite: usize,
     /// Most admissions remembered (the substrate each admitted node's token
     /// allowed, and nodes expelled with a revoked token). Default 16 384;
     /// entries of nodes gone from membership are pruned first.
@@ -156,6 +161,7 @@ impl Default for Limits {
             max_pending_per_peer: 32,
             max_refusal_log: 32,
             max_replay: 4096,
+            max_nodes_per_invite: crate::join::DEFAULT_MAX_NODES_PER_INVITE,
             max_admissions: 16_384,
             max_persists_in_flight: 256,
             compact_every: 256,
@@ -393,7 +399,8 @@ impl Node {
         let timers = config.timers.clone();
         let delivery = Delivery::new(config.delivery.clone(), me, delivery_seed, now);
         let mut node = Self {
-            admitter: Admitter::new(root, config.limits.max_replay),
+            admitter: Admitter::new(root, config.limits.max_replay)
+                .with_max_nodes_per_invite(config.limits.max_nodes_per_invite),
             peers: Peers::default(),
             guard: Guard::new(config.guard.clone()),
             book: AddressBook::new(config.book.clone()),
@@ -452,7 +459,8 @@ impl Node {
             Input::ConnectionDown { peer, conn } => self.on_connection_down(peer, conn),
             Input::DialFailed { peer } => self.peers.dial_failed(&peer),
             Input::Swim { from, bytes } => {
-                if self.gate(from, Protocol::Swim) {
+                if self.gate(from, Protocol::Swim) && self.spend(from, guard::Spend::Swim, 1, true)
+                {
                     self.membership
                         .handle_message(from, &bytes, self.now.mono.0);
                 }

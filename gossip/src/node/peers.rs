@@ -15,6 +15,7 @@ use crate::join::{Admitted, JoinRequest, JoinResponse, MAX_REASON_LEN, truncate}
 use crate::time::Mono;
 
 use super::Node;
+use super::guard::Spend;
 use super::io::{
     CommandId, ConnId, DisconnectReason, InboundId, Output, Protocol, Report, RequestId,
 };
@@ -303,6 +304,17 @@ impl Node {
     }
 
     pub(super) fn on_join_request(&mut self, from: NodeId, id: InboundId, bytes: &[u8]) {
+        if !self.spend(from, Spend::Joins, 1, true) {
+            let response = JoinResponse {
+                ok: false,
+                reason: "rate limited: too many join requests; retry later".into(),
+            };
+            self.emit(Output::Respond {
+                id,
+                bytes: response.to_bytes(),
+            });
+            return;
+        }
         let verdict = JoinRequest::from_bytes(bytes).and_then(|r| {
             self.admitter
                 .admit(&from, &r, self.now.unix.secs(), self.desired.revocations())
@@ -643,6 +655,25 @@ impl Node {
             self.peers.forget(&peer);
             self.disconnect(peer, reason);
         }
+    }
+
+    /// Spends `n` of `peer`'s `spend` budget if it has that much. A refusal
+    /// of what `peer` sent itself (`direct`, not relayed) counts towards a
+    /// flood strike ([`super::GuardConfig::flood_strike`]).
+    pub(super) fn spend(&mut self, peer: NodeId, spend: Spend, n: u64, direct: bool) -> bool {
+        let now = self.now.mono;
+        if self.guard.allow(peer, spend, n, now) {
+            return true;
+        }
+        self.stats.rate_limited += 1;
+        if direct && self.guard.over_rate(peer, now) {
+            let times = self.config.guard.flood_strike;
+            self.strike(
+                peer,
+                &format!("flood: past its {spend:?} rate {times} times"),
+            );
+        }
+        false
     }
 
     /// A peer misbehaved: a strike, and a ban at the limit.

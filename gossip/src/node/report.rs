@@ -49,8 +49,13 @@ pub struct DispatchStats {
     pub updates_refused: u64,
     /// Anti-entropy rounds started.
     pub anti_entropy_rounds: u64,
-    /// Anti-entropy replies withheld because the asker was over its byte budget.
+    /// Anti-entropy replies withheld because the asker was over its byte
+    /// or answer budget.
     pub replies_deferred: u64,
+    /// Requests and gossip from peers refused or ignored for being past one
+    /// of the sender's rates ([`super::GuardConfig`]), every protocol.
+    #[serde(default)]
+    pub rate_limited: u64,
     /// The encoded document size, bytes.
     pub document_bytes: usize,
     /// Winning manifests.

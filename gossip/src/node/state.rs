@@ -19,9 +19,13 @@
 //! update arrives that builds on something missing, this node sends its
 //! state vector to one member (a random ready one on the timer, chosen
 //! with the node's seeded rng). The member answers with what the vector
-//! lacks — if the asker is within its request rate and its reply-byte
-//! budget ([`GuardConfig`](super::GuardConfig)), else with nothing: no
-//! request can make this node send more than that budget a second.
+//! lacks — if the asker is within its request rate, its answer rate and
+//! its reply-byte budget ([`GuardConfig`](super::GuardConfig)), else with
+//! nothing. A state vector of a few bytes can ask for the whole document,
+//! so the answer rate is what bounds amplification: over `t` seconds one
+//! peer gets at most `(state_answers.burst + state_answers.per_sec·t)`
+//! answers with content (default `4 + 2t`), each at most the document, and
+//! never more bytes than its `state_bytes` budget.
 
 use std::collections::BTreeMap;
 
@@ -302,7 +306,7 @@ impl Node {
             Verdict::Reject
         } else {
             match topic {
-                Topic::State => match self.state_gossip(id, source, bytes) {
+                Topic::State => match self.state_gossip(id, source, author, bytes) {
                     Some(v) => v,
                     None => return, // waits for the persist
                 },
@@ -316,8 +320,15 @@ impl Node {
         });
     }
 
-    fn state_gossip(&mut self, id: GossipRef, source: NodeId, bytes: &[u8]) -> Option<Verdict> {
-        if !self.guard.allow(source, Spend::Updates, 1, self.now.mono) || self.disk_full() {
+    fn state_gossip(
+        &mut self,
+        id: GossipRef,
+        source: NodeId,
+        author: Option<NodeId>,
+        bytes: &[u8],
+    ) -> Option<Verdict> {
+        let direct = author == Some(source);
+        if !self.spend(source, Spend::Updates, 1, direct) || self.disk_full() {
             return Some(Verdict::Ignore);
         }
         match self.accept_update(source, bytes) {
@@ -360,6 +371,12 @@ impl Node {
             }
             // Any other member in the table, suspected or not: a restarted
             // member announces itself before everyone has seen it come back.
+            Some(node)
+                if self.membership.member(&node).is_some()
+                    && !self.spend(node, Spend::Statuses, 1, node == source) =>
+            {
+                Verdict::Ignore
+            }
             Some(node) if self.membership.member(&node).is_some() => {
                 match NodeStatus::from_bytes(bytes, self.config.limits.max_status_bytes) {
                     Ok(st) => {
@@ -409,9 +426,13 @@ impl Node {
     fn serve_state(&mut self, from: NodeId, sv: &[u8]) -> Vec<u8> {
         let now = self.now.mono;
         if !self.gate(from, Protocol::State)
-            || !self.guard.allow(from, Spend::Updates, 1, now)
+            || !self.spend(from, Spend::Updates, 1, true)
             || !self.desired.has_news_for(sv)
         {
+            return Vec::new();
+        }
+        if !self.guard.allow(from, Spend::StateAnswers, 1, now) {
+            self.stats.replies_deferred += 1;
             return Vec::new();
         }
         match self.desired.diff_since(sv) {
@@ -459,7 +480,7 @@ impl Node {
                     id,
                     bytes: Vec::new(),
                 });
-                if self.gate(from, Protocol::Swim) {
+                if self.gate(from, Protocol::Swim) && self.spend(from, Spend::Swim, 1, true) {
                     self.membership
                         .handle_message(from, &bytes, self.now.mono.0);
                 }
@@ -516,7 +537,7 @@ impl Node {
         let chunk = self.config.limits.image_chunk;
         let answer = if !self.gate(from, Protocol::Image) {
             refuse("not an admitted member")
-        } else if !self.guard.allow(from, Spend::ImageRequests, 1, now) {
+        } else if !self.spend(from, Spend::ImageRequests, 1, true) {
             refuse("rate limited: too many image requests; retry later")
         } else if self.peers.in_flight() >= self.config.limits.max_requests_in_flight {
             refuse("busy; retry later")

@@ -377,6 +377,8 @@ pub struct MeshSim {
     trace: blake3::Hasher,
     trace_lines: u64,
     tapped: BTreeMap<&'static str, Vec<Vec<u8>>>,
+    /// Messages and bytes sent, by (from, to, kind).
+    wire: BTreeMap<(usize, usize, &'static str), (u64, u64)>,
     ran: Vec<Ran>,
     hlc_counter: u32,
     traffic: Traffic,
@@ -436,6 +438,7 @@ impl MeshSim {
             trace: blake3::Hasher::new(),
             trace_lines: 0,
             tapped: BTreeMap::new(),
+            wire: BTreeMap::new(),
             ran: Vec::new(),
             hlc_counter: 0,
             traffic: Traffic::default(),
@@ -744,7 +747,8 @@ impl MeshSim {
     }
 
     /// Node `i` sends `bytes` as a request on `protocol` to node `j`
-    /// (the answer, if any, goes nowhere).
+    /// (the answer travels back, counted in [`MeshSim::wire`], and `i`'s
+    /// brain never sees it).
     pub fn inject_request(&mut self, i: usize, j: usize, protocol: Protocol, bytes: Vec<u8>) {
         if self.nodes[i].node.is_none() || !self.passes(i, j) {
             return;
@@ -753,6 +757,8 @@ impl MeshSim {
         let n = &mut self.nodes[j];
         n.next_id += 1;
         let id = InboundId(n.next_id);
+        // An id `i` never issued: the answer is dropped on arrival.
+        n.inbound.insert(id, (i, RequestId(u64::MAX)));
         let input = if protocol == Protocol::Swim {
             Input::Swim { from: me, bytes }
         } else {
@@ -1424,6 +1430,15 @@ impl MeshSim {
         if self.config.tap > 0 {
             self.tap(&input);
         }
+        let kind = match &input {
+            Input::Response { .. } => Some("response"),
+            other => tap_kind(other).map(|(kind, _)| kind),
+        };
+        if let Some(kind) = kind {
+            let w = self.wire.entry((i, j, kind)).or_default();
+            w.0 += 1;
+            w.1 += size as u64;
+        }
         self.traffic.bytes += size as u64;
         let mut at = self.now;
         let bw = self.config.bandwidth;
@@ -1696,6 +1711,16 @@ impl MeshSim {
     /// Each kind keeps its first distinct messages.
     pub fn tapped(&self) -> &BTreeMap<&'static str, Vec<Vec<u8>>> {
         &self.tapped
+    }
+
+    /// Messages and bytes node `from` sent to node `to` so far, of one
+    /// kind: those of [`MeshSim::tapped`], or `response` (answers to
+    /// requests). Counted when sent, whether or not they arrive.
+    pub fn wire(&self, from: usize, to: usize, kind: &str) -> (u64, u64) {
+        self.wire
+            .iter()
+            .filter(|((f, t, k), _)| *f == from && *t == to && *k == kind)
+            .fold((0, 0), |acc, (_, w)| (acc.0 + w.0, acc.1 + w.1))
     }
 
     /// Outputs traced so far.
