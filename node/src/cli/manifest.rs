@@ -1,11 +1,10 @@
 //! `omega validate`, `omega graph`, `omega fmt`: ZGraph manifests.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use omega_zgraph::{Diagnostics, Format, Plan, bounds, render};
+use omega_zgraph::{Diagnostics, Format, Plan, render};
 use serde_json::{Value, json};
 
 use super::output::stderr_text;
