@@ -1,6 +1,7 @@
 //! Attacks from inside over real libp2p: a raw peer admitted with a real
 //! token that misbehaves on gossip only, observed through gossipsub's own
-//! peer score (`StatusReport::gossip_scores`) rather than the node's strikes.
+//! peer score (`StatusReport::gossip_scores`) rather than the node's strikes;
+//! and one that floods requests past its rates.
 //! The floods, amplification, invites, forgeries and lies of a member are in
 //! `gossip/tests/attacks.rs`, where many nodes and exact bytes are cheap.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -147,4 +148,67 @@ async fn invalid_gossip_alone_graylists_the_member_and_its_messages_stop_at_the_
         "the victim forwarded it"
     );
     assert!(victim.status().await.unwrap().node.live_members >= 1);
+}
+
+/// Floods over real QUIC: an admitted member sends far more anti-entropy
+/// and join requests than its rates allow. The victim refuses what is over
+/// the rate (counted), strikes the flooder once per `flood_strike` refusals
+/// and bans it at the transport, while an honest member stays alive in its
+/// view and the victim keeps answering its own status.
+#[tokio::test]
+async fn a_flood_of_requests_is_rate_limited_then_banned_while_the_honest_member_is_served() {
+    let root = Keypair::from_seed([4; 32]);
+    let token = token(&root);
+    let mut setup = Setup::new(5, &token);
+    // A ban after 3 strikes of 20 refusals each: 60 refused requests.
+    setup.node.guard.flood_strike = 20;
+    let (victim, addr) = start(setup).await;
+    let mut honest_setup = Setup::new(6, &token);
+    honest_setup.peers = vec![addr.clone()];
+    let (_honest, _) = start(honest_setup).await;
+    assert!(
+        wait_until(async || victim.status().await.unwrap().node.live_members >= 1).await,
+        "the honest node did not join"
+    );
+
+    let key = Keypair::from_seed([10; 32]);
+    let mut a = attacker(&key);
+    let victim_peer = peer_of(5);
+    join(&mut a, &key, addr, victim_peer, &token).await;
+    let member = omega_gossip::NodeId::from(key.public()).to_string();
+
+    // Bounded: at most 2,000 requests of each kind, in bursts of 100.
+    let mut sent = 0u32;
+    let mut banned = false;
+    for _ in 0..20 {
+        for _ in 0..100 {
+            a.behaviour_mut().state.send_request(&victim_peer, vec![0]);
+            a.behaviour_mut()
+                .join
+                .send_request(&victim_peer, vec![0xa1]);
+            sent += 2;
+        }
+        drive_for(&mut a, Duration::from_millis(200)).await;
+        let s = victim.status().await.expect("the victim still answers");
+        if s.node.banned.contains(&member) {
+            banned = true;
+            break;
+        }
+    }
+    let s = victim.status().await.expect("the victim still answers");
+    eprintln!(
+        "flood: {sent} requests sent, {} refused over the rate, banned {:?}",
+        s.node.dispatch.rate_limited, s.node.banned
+    );
+    assert!(banned, "the flooder was not banned: {:?}", s.node.banned);
+    assert!(
+        s.node.dispatch.rate_limited >= 20,
+        "refusals over the rate were not counted: {}",
+        s.node.dispatch.rate_limited
+    );
+    assert!(s.node.live_members >= 1, "the honest member is gone");
+    // The honest member stays alive in the victim's view after the ban.
+    drive_for(&mut a, Duration::from_secs(2)).await;
+    let s = victim.status().await.expect("the victim still answers");
+    assert!(s.node.live_members >= 1, "the honest member is gone");
 }
