@@ -308,33 +308,6 @@ impl std::fmt::Debug for DesiredState {
 
 type Snapshot = BTreeMap<(&'static str, String), Result<Arc<[u8]>, ()>>;
 
-/// Refuses yrs bytes whose leading count (of clients, in an update or a
-/// state vector) declares more entries than the bytes after it could hold
-/// at `min_entry` bytes each. yrs reserves a hash map of that many entries
-/// before it reads them and initialises its control bytes: a few bytes
-/// from a peer would otherwise cost hundreds of megabytes (found by the
-/// `desired` fuzz target).
-fn leading_count_fits(bytes: &[u8], what: &str, min_entry: usize) -> Result<(), Refusal> {
-    let mut count: u64 = 0;
-    for (i, b) in bytes.iter().enumerate().take(10) {
-        count |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            let room = (bytes.len() - i - 1) / min_entry;
-            return if count <= room as u64 {
-                Ok(())
-            } else {
-                Err(Refusal::Malformed(format!(
-                    "the {what} declares {count} clients in {} bytes",
-                    bytes.len()
-                )))
-            };
-        }
-    }
-    Err(Refusal::Malformed(format!(
-        "the {what} has no client count"
-    )))
-}
-
 impl DesiredState {
     /// An empty desired state for the mesh whose root is `mesh_root`.
     pub fn new(mesh_root: Did, config: Config) -> Result<Self, ConfigError> {
@@ -760,7 +733,8 @@ impl DesiredState {
                 max: self.config.max_update_bytes,
             });
         }
-        leading_count_fits(state_vector, "state vector", 2)?;
+        shape::check_state_vector(state_vector)
+            .map_err(|why| Refusal::Malformed(format!("state vector: {why}")))?;
         // Decoding is run under catch_unwind for the same reason as in
         // `handle_update`; the document is only read.
         catch_unwind(|| StateVector::decode_v1(state_vector))
@@ -774,7 +748,7 @@ impl DesiredState {
     /// answers "nothing new" without building a diff.
     pub fn has_news_for(&self, state_vector: &[u8]) -> bool {
         if state_vector.len() > self.config.max_update_bytes
-            || leading_count_fits(state_vector, "state vector", 2).is_err()
+            || shape::check_state_vector(state_vector).is_err()
         {
             return false;
         }

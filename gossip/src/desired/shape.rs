@@ -92,6 +92,20 @@ const CONTENT_DELETED: u8 = 1;
 const CONTENT_ANY: u8 = 8;
 const ANY_BUFFER: u8 = 116;
 
+/// Checks that `bytes` is a yrs v1 state vector: a count of clients that
+/// fits in what follows, each a client id and a clock, nothing after.
+pub(super) fn check_state_vector(bytes: &[u8]) -> Result<(), ShapeError> {
+    let mut c = Cursor { bytes, at: 0 };
+    for _ in 0..c.count("the client count", 2)? {
+        c.var()?;
+        c.var()?;
+    }
+    if c.left() > 0 {
+        return Err(format!("{} bytes after the state vector", c.left()));
+    }
+    Ok(())
+}
+
 /// Checks that `bytes` is a yrs v1 update of the document's shape, whose
 /// parents are among `roots`.
 pub(super) fn check_update(bytes: &[u8], roots: &[&str]) -> Result<(), ShapeError> {
