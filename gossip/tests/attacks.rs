@@ -24,6 +24,7 @@ const WEB: &str = "[brane.web]\nsubstrate = \"habitat\"\nreplicas = 1\n";
 fn config(f: impl FnOnce(&mut Config)) -> MeshConfig {
     let mut c = MeshConfig {
         tap: 64,
+        count_wire: true,
         ..MeshConfig::default()
     };
     f(&mut c.node);

@@ -112,6 +112,10 @@ pub struct MeshConfig {
     /// real SWIM messages, requests and gossip, as fuzz seeds and for
     /// replay by a hostile member. Default 0 (off).
     pub tap: usize,
+    /// Whether messages and bytes are counted per link and kind
+    /// ([`MeshSim::wire`]). Default false: it costs a map update per
+    /// message, which the simulator at scale does not want.
+    pub count_wire: bool,
     /// The node configuration (each node gets its own yrs client id).
     pub node: crate::node::Config,
 }
@@ -139,6 +143,7 @@ impl Default for MeshConfig {
             gossip_degree: 6,
             epoch: 1_800_000_000_000,
             tap: 0,
+            count_wire: false,
             node: crate::node::Config::default(),
         }
     }
@@ -1431,6 +1436,7 @@ impl MeshSim {
             self.tap(&input);
         }
         let kind = match &input {
+            _ if !self.config.count_wire => None,
             Input::Response { .. } => Some("response"),
             other => tap_kind(other).map(|(kind, _)| kind),
         };
@@ -1715,7 +1721,8 @@ impl MeshSim {
 
     /// Messages and bytes node `from` sent to node `to` so far, of one
     /// kind: those of [`MeshSim::tapped`], or `response` (answers to
-    /// requests). Counted when sent, whether or not they arrive.
+    /// requests). Counted when sent, whether or not they arrive, and only
+    /// with [`MeshConfig::count_wire`].
     pub fn wire(&self, from: usize, to: usize, kind: &str) -> (u64, u64) {
         self.wire
             .iter()
