@@ -1,0 +1,1 @@
+//! PLACEHOLDER: supervising a tunnel program (restart with backoff).

@@ -1,0 +1,7 @@
+//! PLACEHOLDER: the fake `netbird` (being written).
+
+/// Runs the fake; returns the exit code.
+pub fn main(_args: Vec<String>) -> i32 {
+    eprintln!("omega-fake netbird: not implemented yet");
+    2
+}
