@@ -48,38 +48,8 @@ pub enum HttpError {
 pub struct Response {
     /// The status code.
     pub status: u16,
-    /// Header names (lowercase) and values (those that are text).
-    pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
-}
-
-impl Response {
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Where a server listens: a unix socket or a TCP address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A unix socket.
-    Unix(std::path::PathBuf),
-    /// A TCP address (plain HTTP).
-    Tcp(std::net::SocketAddr),
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unix(p) => write!(f, "{}", p.display()),
-            Self::Tcp(a) => write!(f, "http://{a}"),
-        }
-    }
 }
 
 /// Sends one request to the server on `socket` and reads its response.
@@ -90,46 +60,20 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response, HttpError> {
-    request_to(&Target::Unix(socket.to_path_buf()), method, path, headers, body).await
+    tokio::time::timeout(TIMEOUT, exchange(socket, method, path, headers, body))
+        .await
+        .map_err(|_| HttpError::Timeout)?
 }
 
-/// Sends one request to the server at `target` and reads its response
-/// (within [`TIMEOUT`], at most [`MAX_BODY`] bytes of body).
-pub async fn request_to(
-    target: &Target,
+async fn exchange(
+    socket: &Path,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response, HttpError> {
-    let exchange = async {
-        match target {
-            Target::Unix(socket) => {
-                let stream = UnixStream::connect(socket).await?;
-                exchange(stream, method, path, headers, body).await
-            }
-            Target::Tcp(addr) => {
-                let stream = tokio::net::TcpStream::connect(addr).await?;
-                exchange(stream, method, path, headers, body).await
-            }
-        }
-    };
-    tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| HttpError::Timeout)?
-}
-
-async fn exchange<S>(
-    stream: S,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<Response, HttpError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
     let protocol = |e: &dyn std::fmt::Display| HttpError::Protocol(e.to_string());
+    let stream = UnixStream::connect(socket).await?;
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(MAX_HEAD.max(8192))
         .handshake(TokioIo::new(stream))
@@ -148,18 +92,9 @@ where
         .map_err(|e| protocol(&e))?;
     let resp = sender.send_request(req).await.map_err(|e| protocol(&e))?;
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
     let body = read_body(resp.into_body()).await?;
     conn.abort();
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, body })
 }
 
 async fn read_body(mut body: Incoming) -> Result<Vec<u8>, HttpError> {

@@ -59,6 +59,7 @@
 //! against faithful local fakes ([`fake`]): the real services cannot be
 //! reached from where Omega is tested.
 
+pub mod client;
 pub mod driver;
 pub mod fake;
 
