@@ -21,6 +21,9 @@ pub const STATE_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/state/1")
 pub const IMAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/image/1");
 /// Events: a batch of events in, one ack per event out once processed.
 pub const EVENT_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/event/1");
+/// HTTP between nodes: each stream carries one HTTP/2 connection (the
+/// gateway forwarding to a replica, a brane calling a brane by name).
+pub const HTTP_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/http/1");
 /// The Kademlia protocol of Omega meshes (kept apart from the public IPFS DHT).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/kad/1");
 /// identify's protocol version string.
@@ -112,6 +115,9 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Raw streams (`/omega/http/1`); the host opens and accepts them
+    /// through [`libp2p_stream::Control`].
+    pub(crate) stream: libp2p_stream::Behaviour,
 }
 
 /// Why the behaviour could not be built.
@@ -269,6 +275,7 @@ impl Behaviour {
             kad,
             gossipsub,
             mdns: mdns.into(),
+            stream: libp2p_stream::Behaviour::new(),
         })
     }
 }

@@ -108,9 +108,10 @@ pub fn spawn(
     let interval = cfg.discovery_interval;
     let driver = Driver::new(cfg, effects_tx)?;
     let done = driver.done_tx.clone();
+    let streams = driver.swarm.behaviour().stream.new_control();
     tokio::spawn(discovery_task(providers, interval, found_tx));
     let task = tokio::spawn(driver.run(rx, found_rx));
-    Ok((NodeHandle { tx, done }, effects_rx, task))
+    Ok((NodeHandle { tx, done, streams }, effects_rx, task))
 }
 
 async fn discovery_task(

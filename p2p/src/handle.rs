@@ -74,10 +74,11 @@ pub(crate) enum Request {
 
 /// A handle to a running node; cheap to clone. Every call returns `None`
 /// once the node stopped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeHandle {
     pub(crate) tx: mpsc::Sender<Request>,
     pub(crate) done: mpsc::UnboundedSender<omega_gossip::node::Input>,
+    pub(crate) streams: libp2p_stream::Control,
 }
 
 impl std::fmt::Debug for Request {
@@ -86,7 +87,21 @@ impl std::fmt::Debug for Request {
     }
 }
 
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle").finish_non_exhaustive()
+    }
+}
+
 impl NodeHandle {
+    /// Raw libp2p streams: open [`crate::behaviour::HTTP_PROTOCOL`] streams
+    /// to a peer, or accept them (one acceptor per protocol). The acceptor
+    /// must check that the peer is an admitted member before serving it:
+    /// any connected peer (a joining one too) can open a stream.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.ok()?;

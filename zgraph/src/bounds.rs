@@ -50,6 +50,8 @@ pub const MAX_EVENT_TYPE: usize = 255;
 pub const MAX_DNS_NAME: usize = 253;
 /// Longest `grants.http` entry: a DNS name and `:PORT`.
 pub const MAX_HTTP_GRANT: usize = MAX_DNS_NAME + ":65535".len();
+/// Longest `grants.call` entry: `MANIFEST/BRANE`.
+pub const MAX_CALL_GRANT: usize = 2 * MAX_BRANE_NAME + 1;
 /// Longest `peers` glob, in bytes. Compiling a glob costs time and memory
 /// that grow with its length (a glob of ~90,000 `*` makes the regex engine
 /// give up), and a glob arrives from the mesh in signed records, so its

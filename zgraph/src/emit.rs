@@ -111,6 +111,9 @@ fn manifest_value(plan: &Plan) -> J {
                 m2.insert("http".into(), g.http.clone().into());
             }
             m2.insert("clocks".into(), g.clocks.into());
+            if !g.call.is_empty() {
+                m2.insert("call".into(), g.call.clone().into());
+            }
             m.insert("grants".into(), J::Object(m2));
         }
         branes.insert(name.clone(), J::Object(m));

@@ -262,6 +262,11 @@ pub struct Grants {
     /// Real wall and monotonic clocks (without it both read zero).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clocks: bool,
+    /// Branes this one may call by name over `wasi:http`
+    /// (`http://NAME.brane/`): `NAME` of this manifest or `MANIFEST/NAME`
+    /// (sorted, deduplicated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub call: Vec<String>,
 }
 
 impl Grants {

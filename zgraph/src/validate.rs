@@ -8,8 +8,8 @@ use std::str::FromStr;
 
 use crate::ErrorKind;
 use crate::bounds::{
-    MAX_BRANE_NAME, MAX_DNS_NAME, MAX_ENTRIES, MAX_EVENT_TYPE, MAX_HTTP_GRANT, MAX_IMAGE_REF,
-    MAX_KEY_SELECTOR, MAX_PATH, MAX_PEERS_GLOB,
+    MAX_BRANE_NAME, MAX_CALL_GRANT, MAX_DNS_NAME, MAX_ENTRIES, MAX_EVENT_TYPE, MAX_HTTP_GRANT,
+    MAX_IMAGE_REF, MAX_KEY_SELECTOR, MAX_PATH, MAX_PEERS_GLOB,
 };
 use crate::error::{Sink, Span, is_unsafe};
 use crate::names::{self, did_you_mean};
@@ -37,7 +37,7 @@ const BRANE_KEYS: &[&str] = &[
     "limits",
     "grants",
 ];
-const GRANT_KEYS: &[&str] = &["dirs", "env", "http", "clocks"];
+const GRANT_KEYS: &[&str] = &["dirs", "env", "http", "clocks", "call"];
 const DIR_KEYS: &[&str] = &["host", "guest", "mode"];
 const LIMIT_KEYS: &[&str] = &["memory", "cpu_ms", "timeout_ms"];
 const GRAPH_KEYS: &[&str] = &["edges"];
@@ -74,6 +74,7 @@ pub(crate) fn validate(root: &Node, sink: &mut Sink) -> Option<Plan> {
     let resolvers = get(top, "resolver")
         .map(|(_, n)| resolvers(n, &branes, sink))
         .unwrap_or_default();
+    check_calls(top, &branes, sink);
 
     if !sink.is_empty() {
         return None;
@@ -711,7 +712,113 @@ fn grants(node: &Node, sink: &mut Sink) -> Grants {
             _ => wrong_type(n, "a boolean", "`grants.clocks`", sink),
         }
     }
+    if let Some((_, n)) = get(entries, "call") {
+        match &n.value {
+            Value::Array(items) => {
+                let mut targets = BTreeSet::new();
+                for item in capped(
+                    items,
+                    MAX_ENTRIES,
+                    "`grants.call` entries",
+                    |n| n.span,
+                    sink,
+                ) {
+                    let Some(t) = bounded(item, "a `grants.call` entry", MAX_CALL_GRANT, sink)
+                    else {
+                        continue;
+                    };
+                    let checked = match t.split_once('/') {
+                        Some((m, b)) => names::check_brane_name(m)
+                            .map_err(|r| format!("manifest name `{m}`: {r}"))
+                            .and_then(|()| {
+                                names::check_brane_name(b)
+                                    .map_err(|r| format!("brane name `{b}`: {r}"))
+                            }),
+                        None => names::check_brane_name(t),
+                    };
+                    if let Err(reason) = checked {
+                        sink.push_help(
+                            ErrorKind::InvalidGrant,
+                            item.span,
+                            format!("invalid `grants.call` entry `{t}`: {reason}"),
+                            Some("name a brane of this manifest (`api`) or of another one (`MANIFEST/BRANE`)"),
+                        );
+                    }
+                    targets.insert(t.to_owned());
+                }
+                out.call = targets.into_iter().collect();
+            }
+            _ => wrong_type(n, "an array of brane names", "`grants.call`", sink),
+        }
+    }
     out
+}
+
+/// Each `grants.call` entry naming a brane of this manifest names one that
+/// is declared and serves HTTP (a second walk, for the entries' spans).
+fn check_calls(top: &[(Key, Node)], branes: &BTreeMap<String, Brane>, sink: &mut Sink) {
+    let Some((
+        _,
+        Node {
+            value: Value::Table(all),
+            ..
+        },
+    )) = get(top, "brane")
+    else {
+        return;
+    };
+    for (_, body) in all {
+        let Node {
+            value: Value::Table(entries),
+            ..
+        } = body
+        else {
+            continue;
+        };
+        let Some((
+            _,
+            Node {
+                value: Value::Table(grants),
+                ..
+            },
+        )) = get(entries, "grants")
+        else {
+            continue;
+        };
+        let Some((
+            _,
+            Node {
+                value: Value::Array(items),
+                ..
+            },
+        )) = get(grants, "call")
+        else {
+            continue;
+        };
+        for item in items.iter().take(MAX_ENTRIES) {
+            let Value::Str(target) = &item.value else {
+                continue;
+            };
+            if target.contains('/') || names::check_brane_name(target).is_err() {
+                continue;
+            }
+            match branes.get(target.as_str()) {
+                None => sink.push_help(
+                    ErrorKind::InvalidGrant,
+                    item.span,
+                    format!("`grants.call` names unknown brane `{target}`"),
+                    did_you_mean(target, branes.keys().map(String::as_str)),
+                ),
+                Some(b) if !b.http => sink.push_help(
+                    ErrorKind::InvalidGrant,
+                    item.span,
+                    format!("`grants.call` names brane `{target}`, which does not serve HTTP"),
+                    Some(format!("set `http = true` on brane `{target}`")),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 fn dir_grant(node: &Node, sink: &mut Sink) -> Option<DirGrant> {

@@ -257,3 +257,61 @@ fn grant_errors_are_located_in_yaml() {
         17,
     );
 }
+
+// ------------------------------------------------------------ call grants
+
+const CALLS: &str = r#"[brane.web]
+substrate = "gaia"
+http = true
+image = "web:1"
+[brane.web.grants]
+call = ["api", "billing/invoices", "api"]
+
+[brane.api]
+substrate = "gaia"
+http = true
+image = "api:1"
+
+[resolver.public]
+host = "demo.example.com"
+mode = "ngrok"
+brane = "web"
+"#;
+
+#[test]
+fn call_grants_name_branes_here_or_in_another_manifest() {
+    let p = plan(CALLS, Format::Toml);
+    assert_eq!(p.brane("web").unwrap().grants.call, ["api", "billing/invoices"]);
+    for format in Format::ALL {
+        let again = plan(&p.to_format(format), format);
+        assert_eq!(again, p, "{format:?}");
+    }
+}
+
+#[test]
+fn a_call_to_an_undeclared_brane_is_refused_with_a_suggestion() {
+    let source = CALLS.replace("call = [\"api\",", "call = [\"apj\",");
+    let e = check_fmt(&source, Format::Toml, ErrorKind::InvalidGrant, 6, 9);
+    assert_eq!(e.message, "`grants.call` names unknown brane `apj`");
+    assert_eq!(e.help.as_deref(), Some("did you mean `api`?"));
+}
+
+#[test]
+fn a_call_to_a_brane_without_http_is_refused() {
+    let source = CALLS
+        .replace("http = true\nimage = \"api:1\"", "image = \"api:1\"")
+        .replace(", \"api\"]", "]");
+    let e = check_fmt(&source, Format::Toml, ErrorKind::InvalidGrant, 6, 9);
+    assert_eq!(
+        e.message,
+        "`grants.call` names brane `api`, which does not serve HTTP"
+    );
+}
+
+#[test]
+fn malformed_call_entries_are_refused() {
+    check("call = \"api\"\n", ErrorKind::WrongType, 4, 8);
+    check("call = [\"Api\"]\n", ErrorKind::InvalidGrant, 4, 9);
+    check("call = [\"a/b/c\"]\n", ErrorKind::InvalidGrant, 4, 9);
+    check("call = [\"/b\"]\n", ErrorKind::InvalidGrant, 4, 9);
+}

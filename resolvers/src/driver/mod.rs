@@ -219,9 +219,9 @@ pub fn driver(mode: ResolverMode, config: &DriversConfig) -> Box<dyn Driver> {
         ResolverMode::TailscaleFunnel => {
             Box::new(tailscale::TailscaleFunnel::new(config.tailscale.clone()))
         }
-        ResolverMode::Cloudflared => Box::new(cloudflared::Cloudflared::new(
-            config.cloudflared.clone(),
-        )),
+        ResolverMode::Cloudflared => {
+            Box::new(cloudflared::Cloudflared::new(config.cloudflared.clone()))
+        }
         ResolverMode::Ngrok => Box::new(ngrok::Ngrok::new(config.ngrok.clone())),
         ResolverMode::Netbird => Box::new(netbird::Netbird::new(config.netbird.clone())),
     }
