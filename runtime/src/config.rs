@@ -119,6 +119,9 @@ pub struct Grants {
     pub env: BTreeMap<String, String>,
     /// Hosts (`name` or `name:port`) the brane may send HTTP requests to.
     pub http_hosts: Vec<String>,
+    /// Branes it may call by name: `NAME` (its own manifest) or
+    /// `MANIFEST/NAME` ([`crate::calls`]).
+    pub calls: Vec<String>,
     /// Whether the brane reads the real wall and monotonic clocks; without
     /// it both read zero.
     pub clocks: bool,
@@ -166,6 +169,11 @@ impl Grants {
             }
         }
         self.http_hosts = http;
+        for c in &manifest.call {
+            if !self.calls.contains(c) {
+                self.calls.push(c.clone());
+            }
+        }
         self.clocks |= manifest.clocks;
         self
     }
@@ -199,4 +207,18 @@ pub struct BraneSpec {
     /// Event types the brane may emit (the `on` of its outgoing edges), or
     /// `None` to allow any type (`omega run`).
     pub emits: Option<Vec<String>>,
+    /// The manifest it belongs to (what `NAME.brane` calls resolve in).
+    pub manifest: String,
+    /// Where its granted `NAME.brane` calls go; `None`: refused.
+    pub router: Option<CallRouter>,
+}
+
+/// The host's router of brane calls ([`crate::calls`]).
+#[derive(Clone)]
+pub struct CallRouter(pub std::sync::Arc<dyn crate::calls::BraneCalls>);
+
+impl std::fmt::Debug for CallRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallRouter")
+    }
 }

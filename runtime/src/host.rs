@@ -14,7 +14,8 @@ use wasmtime_wasi::{
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::bindings::omega::brane::{host, types};
-use crate::config::{BraneLimits, BraneSpec};
+use crate::calls::CallTarget;
+use crate::config::{BraneLimits, BraneSpec, CallRouter};
 use crate::error::{RuntimeError, TrapKind};
 use crate::event::{Emitted, LogLevel, LogSink};
 
@@ -32,6 +33,12 @@ pub(crate) struct BraneShared {
     pub(crate) emits: Option<Vec<String>>,
     pub(crate) wasi: WasiTemplate,
     pub(crate) http_hosts: Arc<Vec<String>>,
+    /// The brane's manifest (for `NAME.brane` calls).
+    pub(crate) manifest: String,
+    /// Its `grants.call`.
+    pub(crate) calls: Vec<String>,
+    /// Where granted calls go.
+    pub(crate) router: Option<CallRouter>,
     pub(crate) log: LogSink,
 }
 
@@ -110,9 +117,11 @@ impl HostMonotonicClock for FrozenClock {
     }
 }
 
-/// The outbound-HTTP policy of one brane.
+/// The outbound-HTTP policy of one brane: `.brane` addresses go to the
+/// host's [`BraneCalls`] when granted (see [`crate::calls`]), everything
+/// else only to the allow-listed hosts.
 pub(crate) struct HttpPolicy {
-    hosts: Arc<Vec<String>>,
+    shared: Arc<BraneShared>,
 }
 
 impl HttpPolicy {
@@ -121,9 +130,51 @@ impl HttpPolicy {
             return false;
         };
         let host = auth.host().trim_start_matches('[').trim_end_matches(']');
-        self.hosts.iter().any(|h| {
+        self.shared.http_hosts.iter().any(|h| {
             let h = h.as_str();
             h == auth.as_str() || h == host
+        })
+    }
+
+    fn refuse(&self, message: String) -> SendFuture {
+        (self.shared.log)(&self.shared.name, LogLevel::Warn, &message);
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+
+    /// A request to a `.brane` address.
+    fn call(
+        &self,
+        target: Result<CallTarget, String>,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+    ) -> SendFuture {
+        let s = &self.shared;
+        let mut target = match target {
+            Ok(t) => t,
+            Err(reason) => return self.refuse(format!("call refused: {reason}")),
+        };
+        if !target.granted(&s.manifest, &s.calls) {
+            return self.refuse(format!(
+                "call to brane `{target}` refused: brane `{}` is not granted it \
+                 (add `call = [\"{}\"]` to [brane.{}.grants])",
+                s.name,
+                target.grant(&s.manifest),
+                s.name
+            ));
+        }
+        let Some(router) = &s.router else {
+            return self.refuse(format!(
+                "call to brane `{target}` refused: nothing routes brane calls here \
+                 (they run in a mesh node, `omega node`)"
+            ));
+        };
+        target.manifest.get_or_insert_with(|| s.manifest.clone());
+        let answer = router.0.call(&s.manifest, &s.name, target, request);
+        Box::new(async move {
+            let resp = answer.await?;
+            Ok((
+                resp,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }
@@ -147,6 +198,9 @@ impl WasiHttpHooks for HttpPolicy {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> SendFuture {
+        if let Some(target) = request.uri().host().and_then(CallTarget::parse) {
+            return self.call(target, request);
+        }
         if !self.allows(request.uri()) {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
@@ -220,7 +274,7 @@ impl HostState {
         };
         Ok(Self {
             http_policy: HttpPolicy {
-                hosts: shared.http_hosts.clone(),
+                shared: shared.clone(),
             },
             shared,
             wasi,

@@ -31,6 +31,7 @@ mod bindings {
 
 pub mod bench;
 mod cache;
+pub mod calls;
 mod config;
 mod error;
 mod event;
@@ -42,8 +43,9 @@ mod runtime;
 mod serve;
 
 pub use cache::{CacheStatus, engine_fingerprint, entry_paths, write_atomic};
+pub use calls::{BraneCalls, CallFuture, CallTarget};
 pub use config::{
-    Allocator, BraneLimits, BraneSpec, DirGrant, Grants, InstanceMode, RuntimeConfig,
+    Allocator, BraneLimits, BraneSpec, CallRouter, DirGrant, Grants, InstanceMode, RuntimeConfig,
 };
 pub use error::{EventError, ImageError, RuntimeError, TrapKind};
 pub use event::{Emitted, Event, LogLevel, LogSink, Outcome, discard_logs};

@@ -512,3 +512,90 @@ fn example_pipeline_runs_end_to_end_in_memory() {
     assert_eq!(written.len(), 12);
     assert_eq!(f32::from_le_bytes(written[8..12].try_into().unwrap()), 6.0);
 }
+
+/// A router that answers every call with `called MANIFEST/BRANE PATH` and
+/// records who called.
+struct Echo(std::sync::Mutex<Vec<String>>);
+
+impl omega_runtime::BraneCalls for Echo {
+    fn call(
+        &self,
+        manifest: &str,
+        caller: &str,
+        target: omega_runtime::CallTarget,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+    ) -> omega_runtime::CallFuture {
+        use http_body_util::BodyExt;
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{manifest}/{caller} -> {target}"));
+        let text = format!("called {target} {}", request.uri().path());
+        Box::pin(async move {
+            Ok(http::Response::new(
+                http_body_util::Full::new(hyper::body::Bytes::from(text))
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            ))
+        })
+    }
+}
+
+#[test]
+fn brane_calls_by_name_follow_the_call_grants() {
+    let rt = runtime();
+    let echo = Arc::new(Echo(Default::default()));
+    let logs = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = logs.clone();
+    let sink: omega_runtime::LogSink = Arc::new(move |_, _, msg: &str| {
+        seen.lock().unwrap().push(msg.to_owned());
+    });
+    let probe_with = |calls: &[&str], router: bool| {
+        let mut s = spec("probe");
+        s.manifest = "shop".into();
+        s.grants.calls = calls.iter().map(|c| c.to_string()).collect();
+        s.router = router.then(|| omega_runtime::CallRouter(echo.clone()));
+        rt.brane(&rt.load(&guest("probe")).unwrap(), s, sink.clone())
+            .unwrap()
+    };
+    let get = |b: &omega_runtime::Brane, url: &str| b.handle(&ev("http-get", url.as_bytes()));
+
+    let granted = probe_with(&["api", "billing/invoices"], true);
+    let out = get(&granted, "http://api.brane/v1").unwrap();
+    assert_eq!(out.emitted[0].payload, b"called shop/api /v1");
+    let out = get(&granted, "http://invoices.billing.brane/").unwrap();
+    assert_eq!(out.emitted[0].payload, b"called billing/invoices /");
+    assert_eq!(
+        *echo.0.lock().unwrap(),
+        ["shop/probe -> shop/api", "shop/probe -> billing/invoices"]
+    );
+
+    // Not granted: refused before the router, with the missing grant named.
+    assert!(denied(get(&granted, "http://admin.brane/")));
+    assert!(denied(get(&granted, "http://api.other.brane/")));
+    assert_eq!(echo.0.lock().unwrap().len(), 2);
+    let said = logs.lock().unwrap().join("\n");
+    assert!(
+        said.contains("call to brane `admin` refused: brane `probe` is not granted it (add `call = [\"admin\"]` to [brane.probe.grants])"),
+        "{said}"
+    );
+    assert!(said.contains("add `call = [\"other/api\"]`"), "{said}");
+
+    // Granted, but nothing routes calls (`omega run`): refused and said so.
+    let alone = probe_with(&["api"], false);
+    assert!(denied(get(&alone, "http://api.brane/")));
+    assert!(
+        logs.lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .contains("nothing routes brane calls here")
+    );
+    // A `.brane` host is never looked up or dialed, even when allow-listed.
+    let mut s = spec("probe");
+    s.grants.http_hosts = vec!["api.brane".into()];
+    let listed = rt
+        .brane(&rt.load(&guest("probe")).unwrap(), s, sink.clone())
+        .unwrap();
+    assert!(denied(get(&listed, "http://api.brane/")));
+}

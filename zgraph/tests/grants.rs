@@ -281,7 +281,10 @@ brane = "web"
 #[test]
 fn call_grants_name_branes_here_or_in_another_manifest() {
     let p = plan(CALLS, Format::Toml);
-    assert_eq!(p.brane("web").unwrap().grants.call, ["api", "billing/invoices"]);
+    assert_eq!(
+        p.brane("web").unwrap().grants.call,
+        ["api", "billing/invoices"]
+    );
     for format in Format::ALL {
         let again = plan(&p.to_format(format), format);
         assert_eq!(again, p, "{format:?}");

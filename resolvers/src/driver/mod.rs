@@ -190,7 +190,7 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
 }
 
 /// How the drivers reach their services (`omega node` flags).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DriversConfig {
     /// `tailscale-funnel`.
     pub tailscale: tailscale::Config,
@@ -200,17 +200,6 @@ pub struct DriversConfig {
     pub ngrok: ngrok::Config,
     /// `netbird`.
     pub netbird: netbird::Config,
-}
-
-impl Default for DriversConfig {
-    fn default() -> Self {
-        Self {
-            tailscale: tailscale::Config::default(),
-            cloudflared: cloudflared::Config::default(),
-            ngrok: ngrok::Config::default(),
-            netbird: netbird::Config::default(),
-        }
-    }
 }
 
 /// The driver for `mode`.
