@@ -42,7 +42,7 @@
 //! request without a caller must be for a brane some resolver routes to,
 //! a request with one must be granted by the caller's `grants.call`.
 //!
-//! # Branes address branes ([`address`])
+//! # Branes address branes
 //!
 //! A brane's outgoing `wasi:http` request to `http://NAME.brane/…` goes to
 //! brane `NAME` of the caller's own manifest, `http://NAME.MANIFEST.brane/…`
@@ -50,7 +50,8 @@
 //! sent only when the caller's `[brane.X.grants] call` lists the target
 //! (`"NAME"` for its own manifest, `"MANIFEST/NAME"` for another);
 //! otherwise the guest gets `HTTP-request-denied` and the node logs which
-//! grant is missing.
+//! grant is missing (`omega_runtime::calls`). Granted calls go through the
+//! same [`gateway::Forwarder`] as the gateway's requests.
 //!
 //! # Drivers ([`driver`])
 //!
@@ -62,5 +63,11 @@
 pub mod client;
 pub mod driver;
 pub mod fake;
+pub mod gateway;
+pub mod mesh;
+pub mod route;
 
 pub use driver::{Driver, DriverError, DriversConfig, Exposure, Tunnel, TunnelState};
+pub use gateway::{Forwarder, Gateway, Limits};
+pub use mesh::{Client, MeshLimits};
+pub use route::{Body, BraneName, Dialer, Directory, Io, LocalBrane, Replica};
