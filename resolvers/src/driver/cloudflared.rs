@@ -559,8 +559,12 @@ impl Lines {
                     said()
                 ))));
             }
+            let file = match self.named.as_ref().and_then(|n| n.credentials.as_ref()) {
+                Some(c) => c.display().to_string(),
+                None => "FILE".into(),
+            };
             return unauthorized(format!(
-                "the Cloudflare edge refused the credentials of tunnel `{tunnel}` ({}); the credentials file {} does not belong to this tunnel or the tunnel was deleted: recreate it with `cloudflared tunnel create {tunnel}` or fetch its file with `cloudflared tunnel token --cred-file FILE {tunnel}`",
+                "the Cloudflare edge refused the credentials of tunnel `{tunnel}` ({}); the credentials file ({}) does not belong to this tunnel, or the tunnel was deleted: fetch its file with `cloudflared tunnel token --cred-file {file} {tunnel}`, or create a new tunnel with `cloudflared tunnel create NAME`",
                 said(),
                 self.credentials()
             ));
@@ -610,10 +614,29 @@ fn split_level(line: &str) -> (Option<&str>, &str) {
                 && lvl.len() == 3
                 && lvl.bytes().all(|b| b.is_ascii_uppercase()) =>
         {
-            (Some(lvl), rest)
+            (Some(lvl), without_fields(rest))
         }
         _ => (None, line),
     }
+}
+
+/// A log message without the `key=value` fields zerolog appends.
+fn without_fields(rest: &str) -> &str {
+    let mut at = 0;
+    while let Some(i) = rest[at..].find(' ') {
+        let start = at + i + 1;
+        let word: &str = rest[start..].split(' ').next().unwrap_or_default();
+        if let Some((key, _)) = word.split_once('=')
+            && !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return rest[..at + i].trim_end();
+        }
+        at = start;
+    }
+    rest
 }
 
 /// The value of ` NAME=` in a zerolog console line (quoted or bare).
@@ -819,7 +842,11 @@ mod tests {
         assert_eq!(field(line, "error").as_deref(), Some(r#"a "b" c"#));
         assert_eq!(field(line, "connIndex").as_deref(), Some("0"));
         assert_eq!(field(line, "ip"), None);
-        assert_eq!(split_level(line).0, Some("ERR"));
+        assert_eq!(split_level(line), (Some("ERR"), "x"));
+        assert_eq!(
+            split_level("2024-05-01T10:00:00Z INF Retrying connection in up to 2s connIndex=0"),
+            (Some("INF"), "Retrying connection in up to 2s")
+        );
         assert_eq!(split_level("plain text here").0, None);
     }
 }

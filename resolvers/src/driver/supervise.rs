@@ -349,7 +349,7 @@ pub async fn start(spec: Spec, program: impl Program) -> Result<Supervised, Driv
             let _ = supervised.stop().await;
             Err(DriverError::Timeout {
                 driver,
-                what: "the tunnel to come up".into(),
+                what: "bringing the tunnel up".into(),
                 secs: EXPOSE_TIMEOUT.as_secs(),
             })
         }
@@ -537,8 +537,11 @@ impl Supervisor {
                 End::Timeout => {
                     terminate(&mut child, pgid, self.spec.supervision.stop_grace).await;
                     self.pid.store(0, Ordering::Release);
-                    let what =
-                        bounded(format!("{} to come up ({})", self.spec.what, log.summary()));
+                    let what = bounded(format!(
+                        "bringing up {} (last: {})",
+                        self.spec.what,
+                        log.summary()
+                    ));
                     self.fail_or_down(DriverError::Timeout {
                         driver: self.spec.driver,
                         what,
