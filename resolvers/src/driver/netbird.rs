@@ -47,8 +47,8 @@
 //! address under the network's access policies) — which this driver does
 //! not set up.
 //!
-//! Two consequences for the gateway (checked at expose, said in the
-//! docs): the proxy connects to the node's NetBird address, so with the
+//! Two consequences for the gateway (expose logs a warning for a
+//! loopback gateway): the proxy connects to the node's NetBird address, so with the
 //! kernel WireGuard interface the gateway must listen there (e.g.
 //! `0.0.0.0:PORT`), not only on `127.0.0.1` — only NetBird's userspace
 //! (netstack) mode forwards traffic for its own address to loopback; and
@@ -301,6 +301,13 @@ impl Lines {
                     "enable peer expose in the NetBird dashboard's account settings (it needs a management server with the reverse proxy)",
                 ),
             }
+        } else if has("no cluster domains available") || has("unable to get cluster domain") {
+            DriverError::NotCapable {
+                driver: DRIVER,
+                detail: detail(
+                    "the NetBird management server has no reverse proxy cluster to expose through (NetBird Cloud has one; a self-hosted management needs the `proxy` service)",
+                ),
+            }
         } else if has("not in an allowed expose group") || has("no group is set for peer expose") {
             DriverError::NotCapable {
                 driver: DRIVER,
@@ -483,6 +490,10 @@ mod tests {
                 "Config",
             ),
             ("Error: unknown flag: --protocol", "Config"),
+            (
+                "Error: receive expose event: no cluster domains available",
+                "NotCapable",
+            ),
         ];
         for (line, kind) in cases {
             let got = l.parse(line);
