@@ -117,8 +117,9 @@ impl Default for Supervision {
 
 impl Supervision {
     /// Checks the values: nothing zero, `restart_initial <= restart_max`,
-    /// and `ready_timeout + stop_grace` within [`EXPOSE_TIMEOUT`] (expose
-    /// may have to stop a program that did not come up).
+    /// and `ready_timeout + stop_grace` plus 2 s to reap within
+    /// [`EXPOSE_TIMEOUT`] (expose may have to stop a program that did not
+    /// come up).
     pub fn validate(&self, driver: &'static str) -> Result<(), DriverError> {
         let bad = |detail: String| Err(DriverError::Config { driver, detail });
         for (name, v) in [
@@ -140,11 +141,17 @@ impl Supervision {
                 self.restart_initial, self.restart_max
             ));
         }
-        if self.ready_timeout.saturating_add(self.stop_grace) > EXPOSE_TIMEOUT {
+        if self
+            .ready_timeout
+            .saturating_add(self.stop_grace)
+            .saturating_add(STOP_SLACK)
+            > EXPOSE_TIMEOUT
+        {
             return bad(format!(
-                "supervision.ready_timeout ({:?}) + stop_grace ({:?}) exceed the {} s an expose may take; shorten them",
+                "supervision.ready_timeout ({:?}) + stop_grace ({:?}) + {} s to reap exceed the {} s an expose may take; shorten them",
                 self.ready_timeout,
                 self.stop_grace,
+                STOP_SLACK.as_secs(),
                 EXPOSE_TIMEOUT.as_secs()
             ));
         }
@@ -273,7 +280,7 @@ impl Supervised {
         let Some(mut task) = self.task.take() else {
             return Ok(());
         };
-        let limit = self.grace.saturating_add(STOP_SLACK);
+        let limit = self.grace.saturating_add(STOP_SLACK * 2);
         match tokio::time::timeout(limit, &mut task).await {
             Ok(_) => Ok(()),
             Err(_) => {
@@ -487,7 +494,7 @@ impl Supervisor {
                 tokio::spawn(read_lines(err, lines_tx.clone()));
             }
             drop(lines_tx);
-            let _probe = probe.map(|p| AbortOnDrop(tokio::spawn(p)));
+            let probe = probe.map(|p| AbortOnDrop(tokio::spawn(p)));
             let mut log = RunLog {
                 ring: VecDeque::with_capacity(RING_LINES),
                 problem: None,
@@ -521,6 +528,8 @@ impl Supervisor {
                     break end;
                 }
             };
+            // The probe belongs to this run only.
+            drop(probe);
             match end {
                 End::Stop => {
                     terminate(&mut child, pgid, self.spec.supervision.stop_grace).await;
@@ -937,7 +946,7 @@ mod tests {
         let e = s.validate("test").unwrap_err().to_string();
         assert!(e.contains("supervision.stop_grace"), "{e}");
         let s = Supervision {
-            ready_timeout: Duration::from_secs(29),
+            ready_timeout: Duration::from_secs(24),
             ..Supervision::default()
         };
         let e = s.validate("test").unwrap_err().to_string();
