@@ -1,0 +1,342 @@
+//! The `netbird` driver against the fake netbird (`omega-fake` through a
+//! symlink named `netbird`), on 127.0.0.1 only.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use omega_resolvers::client::{self, Target};
+use omega_resolvers::driver::netbird::{Config, Netbird};
+use omega_resolvers::driver::supervise::Supervision;
+use omega_resolvers::{Driver, DriverError, Exposure, Tunnel, TunnelState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A temp dir with `netbird` → omega-fake, its knob file and state.
+struct Fake {
+    dir: tempfile::TempDir,
+}
+
+impl Fake {
+    fn new(knobs: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_omega-fake"), dir.path().join("netbird"))
+            .expect("symlink");
+        let fake = Self { dir };
+        fake.knobs(knobs);
+        fake
+    }
+
+    fn program(&self) -> PathBuf {
+        self.dir.path().join("netbird")
+    }
+
+    /// Replaces the knobs the next start reads (atomically).
+    fn knobs(&self, knobs: &str) {
+        let state = self.dir.path().join("state");
+        let text = format!("OMEGA_FAKE_STATE={}\n{knobs}\n", state.display());
+        let tmp = self.dir.path().join("knobs.tmp");
+        std::fs::write(&tmp, text).expect("write knobs");
+        std::fs::rename(&tmp, self.dir.path().join("netbird.fake")).expect("rename");
+    }
+
+    /// One map per start: pid, url, proxy.
+    fn starts(&self) -> Vec<HashMap<String, String>> {
+        std::fs::read_to_string(self.dir.path().join("state"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                l.split(' ')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            program: self.program(),
+            supervision: fast(),
+            ..Config::default()
+        }
+    }
+}
+
+fn fast() -> Supervision {
+    Supervision {
+        ready_timeout: Duration::from_secs(5),
+        stop_grace: Duration::from_secs(1),
+        restart_initial: Duration::from_millis(100),
+        restart_max: Duration::from_millis(400),
+        restart_reset: Duration::from_secs(60),
+    }
+}
+
+/// An origin that answers with the `Host`, `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` it saw.
+async fn origin() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                        .unwrap_or("-")
+                        .trim()
+                        .to_owned()
+                };
+                let body = format!(
+                    "host={} proto={} xfh={}",
+                    header("host"),
+                    header("x-forwarded-proto"),
+                    header("x-forwarded-host")
+                );
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+fn exposure(gateway: SocketAddr) -> Exposure {
+    Exposure {
+        resolver: "public".into(),
+        manifest: "demo".into(),
+        host: "demo.example.com".into(),
+        gateway,
+    }
+}
+
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+async fn wait_state(
+    tunnel: &dyn Tunnel,
+    what: &str,
+    ok: impl Fn(&TunnelState) -> bool,
+) -> TunnelState {
+    let mut rx = tunnel.watch();
+    let got = match tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| ok(s))).await {
+        Ok(Ok(s)) => Some(s.clone()),
+        _ => None,
+    };
+    got.unwrap_or_else(|| panic!("no {what} within 10 s; state: {}", *rx.borrow()))
+}
+
+#[tokio::test]
+async fn expose_is_up_at_the_printed_url_and_removed() {
+    let fake = Fake::new("");
+    let gateway = origin().await;
+    let driver = Netbird::new(fake.config());
+    let tunnel = driver.expose(&exposure(gateway)).await.expect("expose");
+    let starts = fake.starts();
+    assert_eq!(starts.len(), 1);
+    let url = tunnel.watch().borrow().url().expect("up").to_owned();
+    assert_eq!(url, starts[0]["url"]);
+    // The resolver's name is the prefix: https://public-xxxx.DOMAIN.
+    let name = url
+        .strip_prefix("https://public-")
+        .and_then(|r| r.strip_suffix(".eu.proxy.netbird.io"))
+        .unwrap_or_else(|| panic!("{url}"));
+    assert_eq!(name.len(), 4);
+
+    // Through the (fake) reverse proxy: the peer's address as Host, the
+    // public name in X-Forwarded-Host.
+    let public = url.trim_start_matches("https://");
+    let resp = client::request(
+        &Target::Tcp(starts[0]["proxy"].clone()),
+        public,
+        "GET",
+        "/",
+        &[],
+        &[],
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("request through the proxy");
+    assert_eq!(
+        resp.text(),
+        format!(
+            "host=100.90.0.1:{} proto=https xfh={public}",
+            gateway.port()
+        )
+    );
+
+    let pid = starts[0]["pid"].clone();
+    assert!(alive(&pid));
+    let t0 = Instant::now();
+    tunnel.remove().await.expect("remove");
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "SIGTERM suffices"
+    );
+    assert!(!alive(&pid), "netbird {pid} still runs");
+    assert!(
+        tokio::net::TcpStream::connect(&starts[0]["proxy"])
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn absent_program_is_unavailable_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = dir.path().join("netbird");
+    let driver = Netbird::new(Config {
+        program: program.clone(),
+        supervision: fast(),
+        ..Config::default()
+    });
+    let e = driver
+        .expose(&exposure("127.0.0.1:8080".parse().expect("addr")))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, DriverError::Unavailable { .. }), "{text}");
+    assert!(text.contains(&program.display().to_string()), "{text}");
+    assert!(text.contains("v0.66.0"), "{text}");
+}
+
+#[tokio::test]
+async fn daemon_not_running_is_unavailable() {
+    let fake = Fake::new("OMEGA_FAKE_FAIL=daemon\nOMEGA_FAKE_DIAL_MS=100");
+    let driver = Netbird::new(Config {
+        daemon_addr: Some("unix:///nonexistent/netbird.sock".into()),
+        ..fake.config()
+    });
+    let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, DriverError::Unavailable { .. }), "{text}");
+    assert!(text.contains("unix:///nonexistent/netbird.sock"), "{text}");
+    assert!(text.contains("connect to daemon"), "{text}");
+    assert!(text.contains("netbird service start"), "{text}");
+}
+
+#[tokio::test]
+async fn not_logged_in_is_unauthorized() {
+    let fake = Fake::new("OMEGA_FAKE_FAIL=needs-login");
+    let driver = Netbird::new(fake.config());
+    let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, DriverError::Unauthorized { .. }), "{text}");
+    assert!(text.contains("client is not running"), "{text}");
+    assert!(text.contains("`netbird up`"), "{text}");
+}
+
+#[tokio::test]
+async fn peer_expose_disabled_is_not_capable() {
+    let fake = Fake::new("OMEGA_FAKE_FAIL=expose-disabled");
+    let driver = Netbird::new(fake.config());
+    let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, DriverError::NotCapable { .. }), "{text}");
+    assert!(text.contains("peer expose"), "{text}");
+}
+
+#[tokio::test]
+async fn exit_is_down_then_restarted_with_a_new_url() {
+    let fake = Fake::new("OMEGA_FAKE_FAIL=exit-after-ms=300");
+    let driver = Netbird::new(fake.config());
+    let tunnel = driver
+        .expose(&exposure(origin().await))
+        .await
+        .expect("expose");
+    let first = tunnel.watch().borrow().url().expect("up").to_owned();
+    fake.knobs("");
+    let down = wait_state(tunnel.as_ref(), "Down", |s| {
+        matches!(s, TunnelState::Down { .. })
+    })
+    .await;
+    let TunnelState::Down { reason } = down else {
+        unreachable!()
+    };
+    assert!(reason.contains("exited (exit status 1)"), "{reason}");
+    assert!(
+        reason.contains("connection to daemon closed unexpectedly"),
+        "{reason}"
+    );
+    assert!(reason.contains("restarting in 0.1 s"), "{reason}");
+    let second = wait_state(tunnel.as_ref(), "Up again", |s| s.url().is_some()).await;
+    let starts = fake.starts();
+    assert_eq!(starts.len(), 2);
+    assert_eq!(second.url(), Some(starts[1]["url"].as_str()));
+    assert_ne!(second.url(), Some(first.as_str()));
+    tunnel.remove().await.expect("remove");
+    assert!(!alive(&starts[1]["pid"]));
+}
+
+#[tokio::test]
+async fn silent_daemon_times_out_and_leaves_nothing() {
+    // The CLI waits up to 10 s for the daemon; the driver gives up first.
+    let fake = Fake::new("OMEGA_FAKE_FAIL=daemon\nOMEGA_FAKE_DIAL_MS=60000");
+    let driver = Netbird::new(Config {
+        supervision: Supervision {
+            ready_timeout: Duration::from_millis(800),
+            ..fast()
+        },
+        ..fake.config()
+    });
+    let t0 = Instant::now();
+    let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(e, DriverError::Timeout { .. }), "{e}");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn remove_kills_a_program_that_ignores_sigterm() {
+    let fake = Fake::new("OMEGA_FAKE_FAIL=ignore-term");
+    let driver = Netbird::new(fake.config());
+    let tunnel = driver
+        .expose(&exposure(origin().await))
+        .await
+        .expect("expose");
+    let pid = fake.starts()[0]["pid"].clone();
+    let t0 = Instant::now();
+    tunnel.remove().await.expect("remove");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(!alive(&pid));
+}
+
+/// The fake prints what the real CLI prints, on stderr.
+#[test]
+fn fake_output_matches_the_cli() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omega-fake"))
+        .args(["netbird", "expose", "8080", "--bogus"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: unknown flag: --bogus\n"
+    );
+}
