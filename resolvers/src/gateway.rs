@@ -241,7 +241,9 @@ impl Forwarder {
                         // (a replayable one is sent again; others cannot).
                         last = format!("node {peer} no longer runs it");
                         if replay.is_none() {
-                            return resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
+                            return resp.map(|b| {
+                                b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+                            });
                         }
                         pending = replay.as_ref().map(Replay::request);
                         continue;
@@ -531,7 +533,8 @@ struct GatewayService(Arc<Gateway>);
 impl hyper::service::Service<Request<Incoming>> for GatewayService {
     type Response = Response<Body>;
     type Error = std::convert::Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let gw = self.0.clone();
