@@ -2,6 +2,8 @@
 //! its own directory and serves `/omega/http/1` on in-memory duplex
 //! streams; the gateway listens on real TCP on 127.0.0.1.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step aborts the test
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
