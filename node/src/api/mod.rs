@@ -210,6 +210,9 @@ async fn route(api: &Api, req: &http::Request) -> Answer {
             Some(v) => {
                 let mut ps = view::ps(&v);
                 ps.events = node.events().await;
+                if let Ok(r) = api.shared.resolvers.lock() {
+                    ps.resolvers = r.clone();
+                }
                 ok(&ps)
             }
             None => stopping(),

@@ -147,6 +147,29 @@ pub struct PsManifest {
     pub branes: Vec<PsBrane>,
 }
 
+/// One `[resolver.NAME]` as the answering node serves it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolverRow {
+    /// Its manifest.
+    pub manifest: String,
+    /// Its name.
+    pub resolver: String,
+    /// The host the gateway routes by.
+    pub host: String,
+    /// The driver.
+    pub mode: String,
+    /// The brane it routes to.
+    pub brane: String,
+    /// Whether this node is an entry for it now (its brane has a running
+    /// replica and this node runs a gateway).
+    pub entry: bool,
+    /// The tunnel's state (`up at URL`, `starting`, `down: …`, `failed: …`).
+    pub state: String,
+    /// The public URL while up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
 /// `GET /v0/ps`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PsResponse {
@@ -160,6 +183,10 @@ pub struct PsResponse {
     /// letters, and every edge it sends along.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<omega_gossip::events::EventReport>,
+    /// The resolvers the answering node serves as a gateway (none without
+    /// `--gateway`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolvers: Vec<ResolverRow>,
 }
 
 /// A node that may not run a brane, and every reason.

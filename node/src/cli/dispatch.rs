@@ -234,6 +234,26 @@ pub(super) fn ps(dir: &NodeDir, out: &Output) -> Result<ExitCode, CliError> {
     if let Some(ev) = v.events.as_ref().filter(|e| !e.edges.is_empty()) {
         text.push_str(&super::events::edges_table(ev));
     }
+    if !v.resolvers.is_empty() {
+        let _ = writeln!(
+            text,
+            "\n{:<24} {:<12} {:<18} {:<12} {:<6} {}",
+            "MANIFEST", "RESOLVER", "MODE", "BRANE", "ENTRY", "PUBLIC"
+        );
+        for r in &v.resolvers {
+            let _ = writeln!(
+                text,
+                "{:<24} {:<12} {:<18} {:<12} {:<6} {} ({})",
+                r.manifest,
+                r.resolver,
+                r.mode,
+                r.brane,
+                if r.entry { "yes" } else { "no" },
+                r.host,
+                r.state,
+            );
+        }
+    }
     out.print(text.trim_end(), to_json(&v));
     Ok(ExitCode::SUCCESS)
 }

@@ -25,6 +25,7 @@
 //! supervisor restarts it from its durable state; it never runs on with a
 //! dead task.
 
+pub mod gateway;
 pub mod runner;
 pub mod store;
 pub mod view;
@@ -130,6 +131,31 @@ pub struct RunArgs {
     /// emit, so a slow consumer slows its producers.
     #[arg(long, value_name = "N", default_value_t = 16_384)]
     pub event_outbox: usize,
+    /// Serve the HTTP gateway on this address (e.g. `127.0.0.1:8080`):
+    /// requests are routed by `Host` to the brane of the `[resolver.NAME]`
+    /// with that `host`, here or on another member; the resolvers are
+    /// exposed publicly with their drivers.
+    #[arg(long, value_name = "ADDR")]
+    pub gateway: Option<SocketAddr>,
+    /// The `cloudflared` program (resolver mode `cloudflared`).
+    #[arg(long, default_value = "cloudflared")]
+    pub cloudflared_bin: PathBuf,
+    /// A named Cloudflare tunnel to run instead of a quick tunnel.
+    #[arg(long, value_name = "NAME")]
+    pub cloudflared_tunnel: Option<String>,
+    /// The named tunnel's credentials file.
+    #[arg(long, value_name = "FILE")]
+    pub cloudflared_credentials: Option<PathBuf>,
+    /// The ngrok agent API (resolver mode `ngrok`).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4040")]
+    pub ngrok_api: String,
+    /// The ngrok authtoken: with it, the node starts an ngrok agent when
+    /// none answers on `--ngrok-api`.
+    #[arg(long, env = "NGROK_AUTHTOKEN", hide_env_values = true)]
+    pub ngrok_authtoken: Option<String>,
+    /// The `ngrok` program.
+    #[arg(long, default_value = "ngrok")]
+    pub ngrok_bin: PathBuf,
     /// Move a damaged `state.redb` aside (to `state.redb.damaged-UNIXMS`)
     /// and start with an empty store: the desired state (manifests, images,
     /// revocations) re-syncs from the mesh's peers, `node.key` and
@@ -462,6 +488,14 @@ pub fn run_with(
             dir: images.join("blobs"),
         })),
     };
+    let gateway_listener = match args.gateway {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| DaemonError::Usage(format!("--gateway {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    let drivers = drivers_config(args);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -475,6 +509,11 @@ pub fn run_with(
             frontier: frontier_report,
             ..Default::default()
         });
+        let gateway_addr = gateway::start(&node, &shared, gateway_listener, drivers)
+            .map_err(|e| DaemonError::Usage(format!("gateway: {e}")))?;
+        if let Some(addr) = gateway_addr {
+            info!(%addr, "gateway ready");
+        }
         let mut runner = tokio::spawn(runner::run(
             node.clone(),
             effects,
@@ -512,6 +551,33 @@ pub fn run_with(
         let _ = std::fs::remove_file(crate::api::socket_path(&data_dir));
         Ok(())
     })
+}
+
+/// The resolver drivers' settings from the flags.
+fn drivers_config(args: &RunArgs) -> omega_resolvers::DriversConfig {
+    use omega_resolvers::driver::{cloudflared, netbird, ngrok, tailscale};
+    omega_resolvers::DriversConfig {
+        tailscale: tailscale::Config {
+            socket: args.tailscale_socket.clone(),
+            ..tailscale::Config::default()
+        },
+        cloudflared: cloudflared::Config {
+            program: args.cloudflared_bin.clone(),
+            tunnel: args.cloudflared_tunnel.clone(),
+            credentials: args.cloudflared_credentials.clone(),
+            ..cloudflared::Config::default()
+        },
+        ngrok: ngrok::Config {
+            api: args.ngrok_api.clone(),
+            authtoken: args.ngrok_authtoken.clone(),
+            program: args.ngrok_bin.clone(),
+            ..ngrok::Config::default()
+        },
+        netbird: netbird::Config {
+            program: args.netbird_bin.clone(),
+            ..netbird::Config::default()
+        },
+    }
 }
 
 /// `--rebuild-state`: refused while a node answers on this data directory

@@ -87,6 +87,15 @@ impl Local {
         }
     }
 
+    /// The HTTP brane `key` running here.
+    pub fn http(&self, key: &BraneKey) -> Option<Arc<HttpBrane>> {
+        let l = self.branes.lock().ok()?;
+        match l.get(key)?.member.as_ref() {
+            Member::Http(b) => Some(b.clone()),
+            _ => None,
+        }
+    }
+
     /// Removes `key` if its running attempt is `attempt` or older.
     fn remove(&self, key: &BraneKey, attempt: u64) -> Option<Running> {
         let mut l = self.branes.lock().ok()?;
@@ -107,6 +116,10 @@ pub struct Shared {
     pub frontier: FrontierReport,
     /// The last events processed here, for `omega tail`.
     pub tail: Tail,
+    /// Where branes' `NAME.brane` calls go (set before the runner starts).
+    pub router: OnceLock<omega_runtime::CallRouter>,
+    /// This node's resolvers and their tunnels, for `omega ps`.
+    pub resolvers: Mutex<Vec<crate::api::ResolverRow>>,
 }
 
 /// Lines `omega tail` may fall behind before it skips.
@@ -384,6 +397,7 @@ async fn start(ctx: &Arc<Ctx>, s: &StartBrane) -> Result<Member, String> {
     };
     let ctx2 = ctx.clone();
     let (name, brane, edges) = (s.key.brane.clone(), b.clone(), s.edges.clone());
+    let (manifest, router) = (s.key.manifest.clone(), ctx.shared.router.get().cloned());
     blocking(move || {
         let rt = ctx2
             .runtime
@@ -401,7 +415,9 @@ async fn start(ctx: &Arc<Ctx>, s: &StartBrane) -> Result<Member, String> {
         }
         let image = rt.load(&bytes).map_err(|e| e.to_string())?;
         let edges: Vec<omega_runtime::Edge> = edges.iter().map(omega_runtime::Edge::from).collect();
-        let spec = spec(&name, &brane, &edges);
+        let mut spec = spec(&name, &brane, &edges);
+        spec.manifest = manifest;
+        spec.router = router;
         let log: omega_runtime::LogSink = Arc::new(move |brane: &str, level, msg: &str| {
             tracing::info!(brane, ?level, "{msg}");
         });

@@ -154,6 +154,7 @@ pub fn ps(view: &View) -> PsResponse {
         rejected: view.refusals.clone(),
         document_bytes: view.document_bytes,
         events: None,
+        resolvers: Vec::new(),
     }
 }
 
