@@ -62,7 +62,7 @@ impl CallTarget {
     /// brane of manifest `own`.
     pub fn granted(&self, own: &str, calls: &[String]) -> bool {
         match &self.manifest {
-            None => calls.iter().any(|c| *c == self.brane),
+            None => calls.contains(&self.brane),
             Some(m) if m == own => calls
                 .iter()
                 .any(|c| *c == self.brane || *c == format!("{m}/{}", self.brane)),

@@ -237,8 +237,8 @@ pub(super) fn ps(dir: &NodeDir, out: &Output) -> Result<ExitCode, CliError> {
     if !v.resolvers.is_empty() {
         let _ = writeln!(
             text,
-            "\n{:<24} {:<12} {:<18} {:<12} {:<6} {}",
-            "MANIFEST", "RESOLVER", "MODE", "BRANE", "ENTRY", "PUBLIC"
+            "\n{:<24} {:<12} {:<18} {:<12} {:<6} PUBLIC",
+            "MANIFEST", "RESOLVER", "MODE", "BRANE", "ENTRY"
         );
         for r in &v.resolvers {
             let _ = writeln!(

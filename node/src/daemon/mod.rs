@@ -559,7 +559,6 @@ fn drivers_config(args: &RunArgs) -> omega_resolvers::DriversConfig {
     omega_resolvers::DriversConfig {
         tailscale: tailscale::Config {
             socket: args.tailscale_socket.clone(),
-            ..tailscale::Config::default()
         },
         cloudflared: cloudflared::Config {
             program: args.cloudflared_bin.clone(),
