@@ -1,16 +1,17 @@
 //! The `cloudflared` driver against the fake cloudflared (`omega-fake`
 //! through a symlink named `cloudflared`), on 127.0.0.1 only.
 
+mod common;
+
+use common::{alive, exposure, fast, origin, wait_state};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use omega_resolvers::client::{self, Target};
 use omega_resolvers::driver::cloudflared::{Cloudflared, Config};
 use omega_resolvers::driver::supervise::Supervision;
-use omega_resolvers::{Driver, DriverError, Exposure, Tunnel, TunnelState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use omega_resolvers::{Driver, DriverError, TunnelState};
 
 /// A temp dir with `cloudflared` → omega-fake, its knob file and state.
 struct Fake {
@@ -69,88 +70,6 @@ impl Fake {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-}
-
-fn fast() -> Supervision {
-    Supervision {
-        ready_timeout: Duration::from_secs(5),
-        stop_grace: Duration::from_secs(1),
-        restart_initial: Duration::from_millis(100),
-        restart_max: Duration::from_millis(400),
-        restart_reset: Duration::from_secs(60),
-    }
-}
-
-/// An origin that answers every request with the `Host` and
-/// `X-Forwarded-Proto` it saw.
-async fn origin() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                let header = |name: &str| {
-                    head.lines()
-                        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-                        .unwrap_or("-")
-                        .trim()
-                        .to_owned()
-                };
-                let body = format!(
-                    "host={} proto={} xfh={}",
-                    header("host"),
-                    header("x-forwarded-proto"),
-                    header("x-forwarded-host")
-                );
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    addr
-}
-
-fn exposure(gateway: SocketAddr) -> Exposure {
-    Exposure {
-        resolver: "public".into(),
-        manifest: "demo".into(),
-        host: "demo.example.com".into(),
-        gateway,
-    }
-}
-
-fn alive(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-async fn wait_state(
-    tunnel: &dyn Tunnel,
-    what: &str,
-    ok: impl Fn(&TunnelState) -> bool,
-) -> TunnelState {
-    let mut rx = tunnel.watch();
-    let got = match tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| ok(s))).await {
-        Ok(Ok(s)) => Some(s.clone()),
-        _ => None,
-    };
-    got.unwrap_or_else(|| panic!("no {what} within 10 s; state: {}", *rx.borrow()))
 }
 
 async fn get_through(edge: &str, host: &str) -> String {

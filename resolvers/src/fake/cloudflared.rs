@@ -600,6 +600,7 @@ struct Shared {
 }
 
 async fn run(cmd: Cmd, knobs: Knobs) -> i32 {
+    let caught = catch_signals();
     let mut rng = Rng::new();
     let named = match &cmd.run {
         Some(None) => {
@@ -769,7 +770,7 @@ For production usage, we recommend creating Named Tunnels. (https://developers.c
     let ignore_term = knobs.fails("ignore-term");
     tokio::select! {
         code = tunnel => code,
-        code = signals(ignore_term) => code,
+        code = signals(caught, ignore_term) => code,
     }
 }
 
@@ -860,12 +861,22 @@ async fn connect_loop(
 }
 
 /// SIGTERM/SIGINT as cloudflared handles them; returns the exit code.
-pub(crate) async fn signals(ignore: bool) -> i32 {
+/// SIGTERM and SIGINT, caught from now on (installed before the fake
+/// says it is up, so a signal right after cannot kill it by default).
+pub(crate) fn catch_signals() -> Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>
+{
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    Some((
+        signal(SignalKind::terminate()).ok()?,
+        signal(SignalKind::interrupt()).ok()?,
+    ))
+}
+
+pub(crate) async fn signals(
+    caught: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    ignore: bool,
+) -> i32 {
+    let Some((mut term, mut int)) = caught else {
         return std::future::pending().await;
     };
     loop {

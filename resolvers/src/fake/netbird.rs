@@ -238,6 +238,7 @@ pub fn main(args: Vec<String>) -> i32 {
 }
 
 async fn run(expose: Expose, knobs: Knobs) -> i32 {
+    let caught = catch_signals();
     if knobs.fails("daemon") {
         tokio::time::sleep(knobs.millis("OMEGA_FAKE_DIAL_MS", 10_000)).await;
         return error("connect to daemon: context deadline exceeded");
@@ -318,16 +319,25 @@ async fn run(expose: Expose, knobs: Knobs) -> i32 {
     };
     tokio::select! {
         code = stream => code,
-        code = signals(ignore) => code,
+        code = signals(caught, ignore) => code,
     }
 }
 
-async fn signals(ignore: bool) -> i32 {
+/// SIGTERM and SIGINT, caught from now on (installed before the fake
+/// says it is up, so a signal right after cannot kill it by default).
+fn catch_signals() -> Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    Some((
+        signal(SignalKind::terminate()).ok()?,
+        signal(SignalKind::interrupt()).ok()?,
+    ))
+}
+
+async fn signals(
+    caught: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    ignore: bool,
+) -> i32 {
+    let Some((mut term, mut int)) = caught else {
         return std::future::pending().await;
     };
     loop {
