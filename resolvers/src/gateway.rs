@@ -407,7 +407,21 @@ impl Gateway {
                 "the request names no host".into(),
             );
         };
-        let Some(target) = self.forwarder.dir.host(&host) else {
+        // A proxy in front (NetBird's) may send its own address as `Host`
+        // and the public name in `X-Forwarded-Host`. Every resolver host is
+        // public, so routing by it selects nothing `Host` could not.
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-host")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse::<http::uri::Authority>().ok())
+            .map(|a| a.host().to_ascii_lowercase());
+        let dir = &self.forwarder.dir;
+        let Some(target) = dir
+            .host(&host)
+            .or_else(|| forwarded.as_deref().and_then(|f| dir.host(f)))
+        else {
             return answer(
                 StatusCode::NOT_FOUND,
                 "unknown-host",

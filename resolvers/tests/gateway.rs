@@ -284,6 +284,18 @@ async fn routes_by_host_to_the_local_replica_and_refuses_unknown_hosts() {
 }
 
 #[tokio::test]
+async fn a_proxy_s_x_forwarded_host_routes_when_host_is_its_own_address() {
+    let m = mesh(true, &[], Limits::default()).await;
+    let req = Request::get("/nb")
+        .header("host", "100.90.0.1:8080")
+        .header("x-forwarded-host", "demo.example.com")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (s, _, body) = send(m.addr, req).await;
+    assert_eq!((s, body.as_str()), (200, "from a GET /nb 100.90.0.1:8080"));
+}
+
+#[tokio::test]
 async fn forwards_to_a_remote_replica_with_the_body_both_ways() {
     let m = mesh(false, &["b"], Limits::default()).await;
     let (s, _, body) = send(m.addr, post("/orders", "two apples")).await;
