@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{alive, exposure, fast, origin, wait_state};
+use common::{Fake, alive, exposure, fast, origin, wait_state};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,62 +13,12 @@ use omega_resolvers::driver::cloudflared::{Cloudflared, Config};
 use omega_resolvers::driver::supervise::Supervision;
 use omega_resolvers::{Driver, DriverError, TunnelState};
 
-/// A temp dir with `cloudflared` → omega-fake, its knob file and state.
-struct Fake {
-    dir: tempfile::TempDir,
-}
-
-impl Fake {
-    fn new(knobs: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_omega-fake"),
-            dir.path().join("cloudflared"),
-        )
-        .expect("symlink");
-        let fake = Self { dir };
-        fake.knobs(knobs);
-        fake
-    }
-
-    fn program(&self) -> PathBuf {
-        self.dir.path().join("cloudflared")
-    }
-
-    /// Replaces the knobs the next start reads (atomically).
-    fn knobs(&self, knobs: &str) {
-        let state = self.dir.path().join("state");
-        let text = format!("OMEGA_FAKE_STATE={}\n{knobs}\n", state.display());
-        let tmp = self.dir.path().join("knobs.tmp");
-        std::fs::write(&tmp, text).expect("write knobs");
-        std::fs::rename(&tmp, self.dir.path().join("cloudflared.fake")).expect("rename");
-    }
-
-    /// One map per start: pid, hostname, metrics, edge.
-    fn starts(&self) -> Vec<HashMap<String, String>> {
-        std::fs::read_to_string(self.dir.path().join("state"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                l.split(' ')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect()
-            })
-            .collect()
-    }
-
-    fn config(&self) -> Config {
-        Config {
-            program: self.program(),
-            poll_interval: Duration::from_millis(50),
-            supervision: fast(),
-            ..Config::default()
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+fn config(fake: &Fake) -> Config {
+    Config {
+        program: fake.program(),
+        poll_interval: Duration::from_millis(50),
+        supervision: fast(),
+        ..Config::default()
     }
 }
 
@@ -94,9 +44,9 @@ async fn closed(addr: &str) -> bool {
 
 #[tokio::test]
 async fn quick_tunnel_comes_up_serves_and_is_removed() {
-    let fake = Fake::new("");
+    let fake = Fake::new("cloudflared", "");
     let gateway = origin().await;
-    let driver = Cloudflared::new(fake.config());
+    let driver = Cloudflared::new(config(&fake));
     let tunnel = driver.expose(&exposure(gateway)).await.expect("expose");
     let starts = fake.starts();
     assert_eq!(starts.len(), 1);
@@ -126,7 +76,7 @@ async fn quick_tunnel_comes_up_serves_and_is_removed() {
 
 #[tokio::test]
 async fn named_tunnel_is_up_at_the_resolver_host() {
-    let fake = Fake::new("");
+    let fake = Fake::new("cloudflared", "");
     let creds = fake.path("omega.json");
     std::fs::write(
         &creds,
@@ -137,7 +87,7 @@ async fn named_tunnel_is_up_at_the_resolver_host() {
     let driver = Cloudflared::new(Config {
         tunnel: Some("omega".into()),
         credentials: Some(creds),
-        ..fake.config()
+        ..config(&fake)
     });
     let tunnel = driver.expose(&exposure(gateway)).await.expect("expose");
     assert_eq!(
@@ -175,12 +125,12 @@ async fn absent_program_is_unavailable_naming_it() {
 
 #[tokio::test]
 async fn missing_credentials_file_names_it_and_the_fix() {
-    let fake = Fake::new("");
+    let fake = Fake::new("cloudflared", "");
     let creds = fake.path("missing.json");
     let driver = Cloudflared::new(Config {
         tunnel: Some("omega".into()),
         credentials: Some(creds.clone()),
-        ..fake.config()
+        ..config(&fake)
     });
     let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
     let text = e.to_string();
@@ -193,13 +143,13 @@ async fn missing_credentials_file_names_it_and_the_fix() {
 
 #[tokio::test]
 async fn tunnel_by_name_without_id_needs_the_account_certificate() {
-    let fake = Fake::new("");
+    let fake = Fake::new("cloudflared", "");
     let creds = fake.path("old.json");
     std::fs::write(&creds, r#"{"AccountTag":"a","TunnelSecret":"c2VjcmV0"}"#).expect("creds");
     let driver = Cloudflared::new(Config {
         tunnel: Some("omega".into()),
         credentials: Some(creds),
-        ..fake.config()
+        ..config(&fake)
     });
     let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
     let text = e.to_string();
@@ -210,14 +160,14 @@ async fn tunnel_by_name_without_id_needs_the_account_certificate() {
 
 #[tokio::test]
 async fn credentials_refused_by_the_edge_are_unauthorized() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=auth");
+    let fake = Fake::new("cloudflared", "OMEGA_FAKE_FAIL=auth");
     let creds = fake.path("omega.json");
     std::fs::write(&creds, r#"{"AccountTag":"a","TunnelSecret":"c2VjcmV0","TunnelID":"6b4b1c9e-6d5c-4b5a-9d43-0c2b2f0e5b1a"}"#)
         .expect("creds");
     let driver = Cloudflared::new(Config {
         tunnel: Some("6b4b1c9e-6d5c-4b5a-9d43-0c2b2f0e5b1a".into()),
         credentials: Some(creds.clone()),
-        ..fake.config()
+        ..config(&fake)
     });
     let t0 = Instant::now();
     let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
@@ -238,8 +188,8 @@ async fn credentials_refused_by_the_edge_are_unauthorized() {
 
 #[tokio::test]
 async fn exit_is_down_then_restarted_with_a_new_hostname() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=exit-after-ms=300");
-    let driver = Cloudflared::new(fake.config());
+    let fake = Fake::new("cloudflared", "OMEGA_FAKE_FAIL=exit-after-ms=300");
+    let driver = Cloudflared::new(config(&fake));
     let tunnel = driver
         .expose(&exposure(origin().await))
         .await
@@ -270,8 +220,11 @@ async fn exit_is_down_then_restarted_with_a_new_hostname() {
 
 #[tokio::test]
 async fn repeated_exits_back_off() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=exit-after-ms=50\nOMEGA_FAKE_CONNECT_MS=20");
-    let driver = Cloudflared::new(fake.config());
+    let fake = Fake::new(
+        "cloudflared",
+        "OMEGA_FAKE_FAIL=exit-after-ms=50\nOMEGA_FAKE_CONNECT_MS=20",
+    );
+    let driver = Cloudflared::new(config(&fake));
     let tunnel = driver
         .expose(&exposure(origin().await))
         .await
@@ -298,13 +251,13 @@ async fn repeated_exits_back_off() {
 
 #[tokio::test]
 async fn never_ready_times_out_and_leaves_nothing() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=never-ready");
+    let fake = Fake::new("cloudflared", "OMEGA_FAKE_FAIL=never-ready");
     let driver = Cloudflared::new(Config {
         supervision: Supervision {
             ready_timeout: Duration::from_millis(800),
             ..fast()
         },
-        ..fake.config()
+        ..config(&fake)
     });
     let t0 = Instant::now();
     let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
@@ -321,13 +274,13 @@ async fn never_ready_times_out_and_leaves_nothing() {
 
 #[tokio::test]
 async fn unreachable_edge_is_named_in_the_timeout() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=edge");
+    let fake = Fake::new("cloudflared", "OMEGA_FAKE_FAIL=edge");
     let driver = Cloudflared::new(Config {
         supervision: Supervision {
             ready_timeout: Duration::from_millis(800),
             ..fast()
         },
-        ..fake.config()
+        ..config(&fake)
     });
     let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
     let text = e.to_string();
@@ -338,8 +291,8 @@ async fn unreachable_edge_is_named_in_the_timeout() {
 
 #[tokio::test]
 async fn quick_tunnel_service_failure_is_unavailable() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=quick-service");
-    let driver = Cloudflared::new(fake.config());
+    let fake = Fake::new("cloudflared", "OMEGA_FAKE_FAIL=quick-service");
+    let driver = Cloudflared::new(config(&fake));
     let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, DriverError::Unavailable { .. }), "{text}");
@@ -348,8 +301,8 @@ async fn quick_tunnel_service_failure_is_unavailable() {
 
 #[tokio::test]
 async fn remove_kills_a_program_that_ignores_sigterm() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=ignore-term");
-    let driver = Cloudflared::new(fake.config());
+    let fake = Fake::new("cloudflared", "OMEGA_FAKE_FAIL=ignore-term");
+    let driver = Cloudflared::new(config(&fake));
     let tunnel = driver
         .expose(&exposure(origin().await))
         .await
@@ -369,8 +322,8 @@ async fn remove_kills_a_program_that_ignores_sigterm() {
 
 #[tokio::test]
 async fn dropping_the_tunnel_stops_cloudflared() {
-    let fake = Fake::new("");
-    let driver = Cloudflared::new(fake.config());
+    let fake = Fake::new("cloudflared", "");
+    let driver = Cloudflared::new(config(&fake));
     let tunnel = driver
         .expose(&exposure(origin().await))
         .await

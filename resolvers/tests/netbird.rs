@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{alive, exposure, fast, origin, wait_state};
+use common::{Fake, alive, exposure, fast, origin, wait_state};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,62 +13,19 @@ use omega_resolvers::driver::netbird::{Config, Netbird};
 use omega_resolvers::driver::supervise::Supervision;
 use omega_resolvers::{Driver, DriverError, TunnelState};
 
-/// A temp dir with `netbird` → omega-fake, its knob file and state.
-struct Fake {
-    dir: tempfile::TempDir,
-}
-
-impl Fake {
-    fn new(knobs: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_omega-fake"), dir.path().join("netbird"))
-            .expect("symlink");
-        let fake = Self { dir };
-        fake.knobs(knobs);
-        fake
-    }
-
-    fn program(&self) -> PathBuf {
-        self.dir.path().join("netbird")
-    }
-
-    /// Replaces the knobs the next start reads (atomically).
-    fn knobs(&self, knobs: &str) {
-        let state = self.dir.path().join("state");
-        let text = format!("OMEGA_FAKE_STATE={}\n{knobs}\n", state.display());
-        let tmp = self.dir.path().join("knobs.tmp");
-        std::fs::write(&tmp, text).expect("write knobs");
-        std::fs::rename(&tmp, self.dir.path().join("netbird.fake")).expect("rename");
-    }
-
-    /// One map per start: pid, url, proxy.
-    fn starts(&self) -> Vec<HashMap<String, String>> {
-        std::fs::read_to_string(self.dir.path().join("state"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                l.split(' ')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect()
-            })
-            .collect()
-    }
-
-    fn config(&self) -> Config {
-        Config {
-            program: self.program(),
-            supervision: fast(),
-            ..Config::default()
-        }
+fn config(fake: &Fake) -> Config {
+    Config {
+        program: fake.program(),
+        supervision: fast(),
+        ..Config::default()
     }
 }
 
 #[tokio::test]
 async fn expose_is_up_at_the_printed_url_and_removed() {
-    let fake = Fake::new("");
+    let fake = Fake::new("netbird", "");
     let gateway = origin().await;
-    let driver = Netbird::new(fake.config());
+    let driver = Netbird::new(config(&fake));
     let tunnel = driver.expose(&exposure(gateway)).await.expect("expose");
     let starts = fake.starts();
     assert_eq!(starts.len(), 1);
@@ -140,10 +97,10 @@ async fn absent_program_is_unavailable_naming_it() {
 
 #[tokio::test]
 async fn daemon_not_running_is_unavailable() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=daemon\nOMEGA_FAKE_DIAL_MS=100");
+    let fake = Fake::new("netbird", "OMEGA_FAKE_FAIL=daemon\nOMEGA_FAKE_DIAL_MS=100");
     let driver = Netbird::new(Config {
         daemon_addr: Some("unix:///nonexistent/netbird.sock".into()),
-        ..fake.config()
+        ..config(&fake)
     });
     let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
     let text = e.to_string();
@@ -155,8 +112,8 @@ async fn daemon_not_running_is_unavailable() {
 
 #[tokio::test]
 async fn not_logged_in_is_unauthorized() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=needs-login");
-    let driver = Netbird::new(fake.config());
+    let fake = Fake::new("netbird", "OMEGA_FAKE_FAIL=needs-login");
+    let driver = Netbird::new(config(&fake));
     let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, DriverError::Unauthorized { .. }), "{text}");
@@ -166,8 +123,8 @@ async fn not_logged_in_is_unauthorized() {
 
 #[tokio::test]
 async fn peer_expose_disabled_is_not_capable() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=expose-disabled");
-    let driver = Netbird::new(fake.config());
+    let fake = Fake::new("netbird", "OMEGA_FAKE_FAIL=expose-disabled");
+    let driver = Netbird::new(config(&fake));
     let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, DriverError::NotCapable { .. }), "{text}");
@@ -176,8 +133,8 @@ async fn peer_expose_disabled_is_not_capable() {
 
 #[tokio::test]
 async fn exit_is_down_then_restarted_with_a_new_url() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=exit-after-ms=300");
-    let driver = Netbird::new(fake.config());
+    let fake = Fake::new("netbird", "OMEGA_FAKE_FAIL=exit-after-ms=300");
+    let driver = Netbird::new(config(&fake));
     let tunnel = driver
         .expose(&exposure(origin().await))
         .await
@@ -209,13 +166,16 @@ async fn exit_is_down_then_restarted_with_a_new_url() {
 #[tokio::test]
 async fn silent_daemon_times_out_and_leaves_nothing() {
     // The CLI waits up to 10 s for the daemon; the driver gives up first.
-    let fake = Fake::new("OMEGA_FAKE_FAIL=daemon\nOMEGA_FAKE_DIAL_MS=60000");
+    let fake = Fake::new(
+        "netbird",
+        "OMEGA_FAKE_FAIL=daemon\nOMEGA_FAKE_DIAL_MS=60000",
+    );
     let driver = Netbird::new(Config {
         supervision: Supervision {
             ready_timeout: Duration::from_millis(800),
             ..fast()
         },
-        ..fake.config()
+        ..config(&fake)
     });
     let t0 = Instant::now();
     let e = driver.expose(&exposure(origin().await)).await.unwrap_err();
@@ -229,8 +189,8 @@ async fn silent_daemon_times_out_and_leaves_nothing() {
 
 #[tokio::test]
 async fn remove_kills_a_program_that_ignores_sigterm() {
-    let fake = Fake::new("OMEGA_FAKE_FAIL=ignore-term");
-    let driver = Netbird::new(fake.config());
+    let fake = Fake::new("netbird", "OMEGA_FAKE_FAIL=ignore-term");
+    let driver = Netbird::new(config(&fake));
     let tunnel = driver
         .expose(&exposure(origin().await))
         .await

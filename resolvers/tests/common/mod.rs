@@ -1,7 +1,9 @@
 //! Helpers shared by the supervised drivers' tests (cloudflared, netbird).
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use omega_resolvers::driver::supervise::Supervision;
@@ -88,4 +90,53 @@ pub async fn wait_state(
         _ => None,
     };
     got.unwrap_or_else(|| panic!("no {what} within 10 s; state: {}", *rx.borrow()))
+}
+
+/// A temp dir with `NAME` → omega-fake, its knob file (`NAME.fake`, read
+/// at every start) and its state file (one line per start).
+pub struct Fake {
+    pub dir: tempfile::TempDir,
+    name: &'static str,
+}
+
+impl Fake {
+    pub fn new(name: &'static str, knobs: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_omega-fake"), dir.path().join(name))
+            .expect("symlink");
+        let fake = Self { dir, name };
+        fake.knobs(knobs);
+        fake
+    }
+
+    pub fn program(&self) -> PathBuf {
+        self.dir.path().join(self.name)
+    }
+
+    /// Replaces the knobs the next start reads (atomically).
+    pub fn knobs(&self, knobs: &str) {
+        let state = self.dir.path().join("state");
+        let text = format!("OMEGA_FAKE_STATE={}\n{knobs}\n", state.display());
+        let tmp = self.dir.path().join("knobs.tmp");
+        std::fs::write(&tmp, text).expect("write knobs");
+        std::fs::rename(&tmp, self.dir.path().join(format!("{}.fake", self.name))).expect("rename");
+    }
+
+    /// One map per start (`pid`, and what the fake recorded).
+    pub fn starts(&self) -> Vec<HashMap<String, String>> {
+        std::fs::read_to_string(self.dir.path().join("state"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                l.split(' ')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
 }
