@@ -93,8 +93,12 @@ fn fifty_slow_connections_do_not_lock_out_a_normal_client() {
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let mut rest = Vec::new();
-    let n = first.read_to_end(&mut rest).unwrap();
-    assert!(n == 0 || String::from_utf8_lossy(&rest).contains("408"));
+    // Ended: closed (maybe after a 408), or reset when the server closed it
+    // while the dripper's bytes were still unread (an evicted connection).
+    match first.read_to_end(&mut rest) {
+        Ok(n) => assert!(n == 0 || String::from_utf8_lossy(&rest).contains("408")),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
     stop.store(true, Ordering::Relaxed);
     dripper.join().unwrap();
 }
