@@ -4,8 +4,6 @@
 mod common;
 
 use common::{Fake, alive, exposure, fast, origin, wait_state};
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use omega_resolvers::client::{self, Target};
