@@ -23,6 +23,8 @@ pub enum BenchCommand {
     Events(super::bench_events::EventsArgs),
     /// The simulator's speed and memory at 100, 1,000 and 10,000 nodes.
     Simulate(super::bench_simulate::SimulateBenchArgs),
+    /// HTTP through the gateway, local and one hop, beside `wasmtime serve`.
+    Gateway(super::bench_gateway::GatewayArgs),
 }
 
 /// Arguments of `omega bench coldstart`.
@@ -55,6 +57,7 @@ pub(super) fn run(cmd: &BenchCommand, out: &Output) -> Result<ExitCode, CliError
         BenchCommand::Coldstart(args) => args,
         BenchCommand::Events(args) => return super::bench_events::run(args, out),
         BenchCommand::Simulate(args) => return super::bench_simulate::run(args, out),
+        BenchCommand::Gateway(args) => return super::bench_gateway::run(args, out),
     };
     let bytes = read_wasm(&args.image)?;
     let event = Event::external(

@@ -78,7 +78,7 @@ fn fail(e: impl std::fmt::Display) -> CliError {
     CliError::plain(format!("bench events: {e}"))
 }
 
-fn nearest_rank(sorted: &[f64], pct: f64) -> f64 {
+pub(super) fn nearest_rank(sorted: &[f64], pct: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -87,7 +87,7 @@ fn nearest_rank(sorted: &[f64], pct: f64) -> f64 {
 }
 
 /// Runs `omega ARGS` (this binary) and returns stdout; an error names the verb.
-fn omega(args: &[&str]) -> Result<String, CliError> {
+pub(super) fn omega(args: &[&str]) -> Result<String, CliError> {
     let exe = std::env::current_exe().map_err(fail)?;
     let out = std::process::Command::new(exe)
         .args(args)
@@ -111,8 +111,8 @@ struct NodeFlags {
 }
 
 /// A daemon running on its own thread in this process.
-struct Daemon {
-    handle: NodeHandle,
+pub(super) struct Daemon {
+    pub(super) handle: NodeHandle,
     dir: PathBuf,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -125,6 +125,7 @@ impl Daemon {
         token: &str,
         peer: Option<&str>,
         sync: &str,
+        extra: &[String],
     ) -> Result<Self, CliError> {
         let mut argv = vec![
             "node".to_owned(),
@@ -148,6 +149,7 @@ impl Daemon {
         if let Some(p) = peer {
             argv.extend(["--peer".into(), p.into()]);
         }
+        argv.extend(extra.iter().cloned());
         let flags = NodeFlags::try_parse_from(&argv).map_err(fail)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -184,7 +186,7 @@ impl Daemon {
         self.dir.display().to_string()
     }
 
-    async fn stop(mut self) {
+    pub(super) async fn stop(mut self) {
         let _ = self.handle.shutdown().await;
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -193,18 +195,22 @@ impl Daemon {
 }
 
 /// A mesh of daemons in a temp dir, with the example images pushed.
-struct Lab {
-    root: PathBuf,
+pub(super) struct Lab {
+    pub(super) root: PathBuf,
     root_key: PathBuf,
-    daemons: Vec<Daemon>,
+    pub(super) daemons: Vec<Daemon>,
 }
 
 impl Lab {
-    async fn start(
+    /// Daemons `nodes` (name, substrate; the first gets `first_flags`),
+    /// the images `names` from `images` pushed as `NAME:bench`, and
+    /// `manifest` applied as `bench`; returns when every brane runs.
+    pub(super) async fn start(
         nodes: &[(&str, &str)],
         sync: &str,
-        images: &Path,
+        (images, names): (&Path, &[&str]),
         manifest: &str,
+        first_flags: &[String],
     ) -> Result<Self, CliError> {
         let root = std::env::temp_dir().join(format!(
             "omega-bench-events-{}-{}",
@@ -232,6 +238,7 @@ impl Lab {
                 &token,
                 seed.as_deref(),
                 sync,
+                if seed.is_none() { first_flags } else { &[] },
             )?;
             if seed.is_none() {
                 seed = Some(d.addr().await?);
@@ -252,7 +259,7 @@ impl Lab {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        for b in ["ingest", "transform", "archive", "sink"] {
+        for b in names {
             let wasm = images.join(format!("{b}.wasm"));
             omega(&[
                 "--key",
@@ -338,13 +345,16 @@ impl Lab {
         .encode())
     }
 
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         for d in self.daemons {
             d.stop().await;
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
+
+/// The example branes the events rows use.
+const IMAGES: [&str; 4] = ["ingest", "transform", "archive", "sink"];
 
 const TWO_NODES: &str = r#"
 [brane.src]
@@ -518,7 +528,7 @@ fn payload(n: usize) -> Vec<u8> {
 
 /// `omega bench events`.
 pub(super) fn run(a: &EventsArgs, out: &Output) -> Result<ExitCode, CliError> {
-    for b in ["ingest", "transform", "archive", "sink"] {
+    for b in IMAGES {
         let p = a.images.join(format!("{b}.wasm"));
         if !p.is_file() {
             return Err(CliError::invalid(
@@ -577,8 +587,9 @@ async fn measure(a: &EventsArgs) -> Result<Vec<Row>, CliError> {
         let lab = Lab::start(
             &[("a", "habitat"), ("b", "habitat")],
             sync,
-            &a.images,
+            (&a.images, &IMAGES),
             TWO_NODES,
+            &[],
         )
         .await?;
         let grant = lab.grant()?;
@@ -604,8 +615,9 @@ async fn measure(a: &EventsArgs) -> Result<Vec<Row>, CliError> {
     let lab = Lab::start(
         &[("a", "habitat"), ("b", "biome"), ("c", "habitat")],
         "always",
-        &a.images,
+        (&a.images, &IMAGES),
         PIPELINE,
+        &[],
     )
     .await?;
     let grant = lab.grant()?;

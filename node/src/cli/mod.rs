@@ -14,6 +14,7 @@
 
 mod bench;
 mod bench_events;
+mod bench_gateway;
 mod bench_simulate;
 mod dev;
 mod dispatch;
