@@ -3,7 +3,8 @@
 //! brane `api`. A request for `api.example.com` at `a` is forwarded over
 //! `/omega/http/1` to `b`; `web` calls `api` by name (`http://api.brane/`)
 //! across the mesh because its manifest grants it; `open` has no grant and
-//! is refused; an unknown host is 404; `omega ps` reports each resolver.
+//! is refused; an unknown host is 404; `omega ps` reports each resolver,
+//! `omega describe` the ones that route to a brane.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod dispatch_common;
@@ -188,4 +189,15 @@ fn the_gateway_forwards_across_the_mesh_and_branes_call_branes_by_name() {
         })
     });
     assert!(reported.is_some(), "{ps:#}");
+
+    // omega describe web: the resolver that routes to it, as a serves it.
+    let d = a.describe("web");
+    let rows = d["resolvers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 1, "{d:#}");
+    assert_eq!(rows[0]["resolver"], "public", "{d:#}");
+    assert_eq!(rows[0]["host"], "shop.example.com", "{d:#}");
+    assert!(
+        rows[0]["state"].as_str().unwrap_or("").contains("ngrok"),
+        "{d:#}"
+    );
 }

@@ -174,6 +174,7 @@ async fn route(api: &Api, req: &http::Request) -> Answer {
             Some(v) => match view::describe(&v, which) {
                 Some(mut d) => {
                     note_frontier_here(api, &v, &mut d);
+                    note_resolvers(api, &mut d);
                     ok(&d)
                 }
                 None => fail(404, format!("no brane {which:?} in any applied manifest")),
@@ -239,6 +240,28 @@ async fn route(api: &Api, req: &http::Request) -> Answer {
     }
 }
 
+/// In `omega describe`, the resolvers this node's gateway serves for the
+/// brane, with their tunnels' state and public URL.
+fn note_resolvers(api: &Api, d: &mut DescribeResponse) {
+    let Ok(rows) = api.shared.resolvers.lock() else {
+        return;
+    };
+    for one in described(d) {
+        one.resolvers = rows
+            .iter()
+            .filter(|r| r.manifest == one.manifest && r.brane == one.brane)
+            .cloned()
+            .collect();
+    }
+}
+
+fn described(d: &mut DescribeResponse) -> Vec<&mut Describe> {
+    match d {
+        DescribeResponse::One(one) => vec![one.as_mut()],
+        DescribeResponse::Many { matches } => matches.iter_mut().collect(),
+    }
+}
+
 /// In `omega describe` of a frontier brane, this node's ineligibility row
 /// also says why it does not advertise `frontier` (the probe's reason).
 fn note_frontier_here(api: &Api, v: &omega_gossip::node::View, d: &mut DescribeResponse) {
@@ -248,11 +271,7 @@ fn note_frontier_here(api: &Api, v: &omega_gossip::node::View, d: &mut DescribeR
     }
     let me = v.me.to_string();
     let why = format!("this node's frontier backend: {}", frontier.reason);
-    let all: Vec<&mut Describe> = match d {
-        DescribeResponse::One(one) => vec![one.as_mut()],
-        DescribeResponse::Many { matches } => matches.iter_mut().collect(),
-    };
-    for one in all {
+    for one in described(d) {
         if one.spec.capability != omega_zgraph::Capability::Frontier {
             continue;
         }

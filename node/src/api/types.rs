@@ -232,6 +232,11 @@ pub struct Describe {
     pub actual: Vec<Actual>,
     /// Its history on this node.
     pub events: Vec<EventRow>,
+    /// The resolvers that route to it, as the answering node's gateway
+    /// serves them (none without `--gateway`): host, tunnel state, public
+    /// URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolvers: Vec<ResolverRow>,
 }
 
 /// `GET /v0/describe/BRANE`: one brane, or every brane of that name.

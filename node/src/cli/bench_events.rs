@@ -260,7 +260,8 @@ impl Lab {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for b in names {
-            let wasm = images.join(format!("{b}.wasm"));
+            // Cargo names a component `hello-http` hello_http.wasm.
+            let wasm = images.join(format!("{}.wasm", b.replace('-', "_")));
             omega(&[
                 "--key",
                 &key,

@@ -37,7 +37,7 @@ pub struct GatewayArgs {
     /// Concurrent connections to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     pub concurrency: Vec<usize>,
-    /// The directory with `hello-http.wasm` (examples/branes built for
+    /// The directory with `hello_http.wasm` (examples/branes built for
     /// wasm32-wasip2).
     #[arg(long, default_value = "examples/branes/target/wasm32-wasip2/release")]
     pub images: PathBuf,
@@ -301,7 +301,7 @@ async fn measure(a: &GatewayArgs) -> Result<Vec<Row>, CliError> {
     lab.stop().await;
     let mut rows = measured?;
     if !a.no_wasmtime {
-        rows.extend(wasmtime_rows(a, &a.images.join("hello-http.wasm")).await?);
+        rows.extend(wasmtime_rows(a, &a.images.join("hello_http.wasm")).await?);
     }
     Ok(rows)
 }
@@ -312,7 +312,7 @@ fn find<'a>(rows: &'a [Row], path: &str, c: usize) -> Option<&'a Row> {
 
 /// `omega bench gateway`.
 pub(super) fn run(a: &GatewayArgs, out: &Output) -> Result<ExitCode, CliError> {
-    let wasm = a.images.join("hello-http.wasm");
+    let wasm = a.images.join("hello_http.wasm");
     if !wasm.is_file() {
         return Err(CliError::invalid(
             format!("no {}", wasm.display()),

@@ -279,6 +279,24 @@ fn describe_text(d: &Describe) -> String {
     for i in &d.ineligible {
         let _ = writeln!(t, "  {}: {}", i.node, i.reasons.join("; "));
     }
+    if !d.resolvers.is_empty() {
+        let _ = writeln!(t, "resolvers (this node's gateway):");
+        for r in &d.resolvers {
+            let _ = writeln!(
+                t,
+                "  {} {} → {} ({}{})",
+                r.resolver,
+                r.mode,
+                r.host,
+                r.state,
+                if r.entry {
+                    ", this node is an entry"
+                } else {
+                    ""
+                },
+            );
+        }
+    }
     let _ = writeln!(t, "events (this node):");
     for e in &d.events {
         let _ = writeln!(t, "  {} {}", e.at_ms, e.text);

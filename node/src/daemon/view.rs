@@ -191,6 +191,7 @@ fn describe_one(view: &View, p: &Placed<'_>) -> Describe {
         plan,
         placement: desired,
         actual,
+        resolvers: Vec::new(),
     }
 }
 
