@@ -260,8 +260,7 @@ impl Lab {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for b in names {
-            // Cargo names a component `hello-http` hello_http.wasm.
-            let wasm = images.join(format!("{}.wasm", b.replace('-', "_")));
+            let wasm = image_file(images, b);
             omega(&[
                 "--key",
                 &key,
@@ -527,10 +526,17 @@ fn payload(n: usize) -> Vec<u8> {
     p
 }
 
-/// `omega bench events`.
-pub(super) fn run(a: &EventsArgs, out: &Output) -> Result<ExitCode, CliError> {
-    for b in IMAGES {
-        let p = a.images.join(format!("{b}.wasm"));
+/// Where example brane `name` is in `dir` (cargo names the component of
+/// `hello-http` hello_http.wasm).
+pub(super) fn image_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// Every example brane of `names` is in `dir`, or the error says how to
+/// build them.
+pub(super) fn check_images(dir: &Path, names: &[&str]) -> Result<(), CliError> {
+    for b in names {
+        let p = image_file(dir, b);
         if !p.is_file() {
             return Err(CliError::invalid(
                 format!("no {}", p.display()),
@@ -539,12 +545,22 @@ pub(super) fn run(a: &EventsArgs, out: &Output) -> Result<ExitCode, CliError> {
             ));
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    Ok(())
+}
+
+/// The bench's own runtime (the daemons run on their own threads).
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(fail)?;
-    let rows = rt.block_on(measure(a))?;
+        .map_err(fail)
+}
+
+/// `omega bench events`.
+pub(super) fn run(a: &EventsArgs, out: &Output) -> Result<ExitCode, CliError> {
+    check_images(&a.images, &IMAGES)?;
+    let rows = runtime()?.block_on(measure(a))?;
     let mut text = format!(
         "durable, acknowledged events end to end: {} events of {} bytes per row (pipeline: {})\n\n| system | mode | in flight | msgs/s | P50 µs | P99 µs |\n|---|---|---:|---:|---:|---:|\n",
         a.events, a.payload, a.pipeline_events

@@ -25,7 +25,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use super::bench_events::{Lab, nearest_rank};
+use super::bench_events::{Lab, check_images, image_file, nearest_rank, runtime};
 use super::output::{CliError, Output};
 
 /// Arguments of `omega bench gateway`.
@@ -301,7 +301,7 @@ async fn measure(a: &GatewayArgs) -> Result<Vec<Row>, CliError> {
     lab.stop().await;
     let mut rows = measured?;
     if !a.no_wasmtime {
-        rows.extend(wasmtime_rows(a, &a.images.join("hello_http.wasm")).await?);
+        rows.extend(wasmtime_rows(a, &image_file(&a.images, "hello-http")).await?);
     }
     Ok(rows)
 }
@@ -312,20 +312,8 @@ fn find<'a>(rows: &'a [Row], path: &str, c: usize) -> Option<&'a Row> {
 
 /// `omega bench gateway`.
 pub(super) fn run(a: &GatewayArgs, out: &Output) -> Result<ExitCode, CliError> {
-    let wasm = a.images.join("hello_http.wasm");
-    if !wasm.is_file() {
-        return Err(CliError::invalid(
-            format!("no {}", wasm.display()),
-            "build the example branes: cargo build --release --target wasm32-wasip2 \
-             --manifest-path examples/branes/Cargo.toml, or pass --images DIR",
-        ));
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(fail)?;
-    let rows = rt.block_on(measure(a))?;
+    check_images(&a.images, &["hello-http"])?;
+    let rows = runtime()?.block_on(measure(a))?;
     let mut text = format!(
         "HTTP GET / to hello-http: {} requests per row, HTTP/1.1 keep-alive\n\n| system | path | connections | req/s | P50 µs | P99 µs |\n|---|---|---:|---:|---:|---:|\n",
         a.requests
